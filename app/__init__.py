@@ -1,0 +1,52 @@
+"""Casebook: multi-site research data capture with REDCap-style case report forms."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from app.config import build_config
+from app.extensions import bootstrap, csrf, db, login_manager, migrate
+from app.study import load_study
+
+__version__ = "0.1.0"
+
+
+def create_app(overrides: dict[str, Any] | None = None) -> Flask:
+    """Build the app: config, extensions, the validated study definition, blueprints.
+
+    The study definition is loaded here so that a broken definition stops the app from
+    starting (StudyDefinitionError names the file, line and field). Migrations are never
+    run here; `flask db upgrade` does that.
+    """
+    app = Flask(__name__, instance_relative_config=True)
+    app.config.from_mapping(build_config(Path(app.instance_path)))
+    if overrides:
+        app.config.update(overrides)
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(Path(__file__).resolve().parent.parent / "migrations"),
+                     render_as_batch=True, compare_type=True)
+    csrf.init_app(app)
+    bootstrap.init_app(app)
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.login"
+    login_manager.login_message = "Please log in to continue."
+    login_manager.session_protection = "strong"
+
+    app.extensions["casebook.study"] = load_study(app.config["STUDY_DIR"])
+
+    from app import web
+    from app.auth.views import bp as auth_bp
+    from app.cli import register_cli
+    from app.dashboard.views import bp as dashboard_bp
+    from app.records.views import bp as records_bp
+
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(dashboard_bp)
+    app.register_blueprint(records_bp)
+    web.init_app(app)
+    register_cli(app)
+    return app

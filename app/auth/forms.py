@@ -1,0 +1,25 @@
+"""Log-in and password forms (CSRF-protected by Flask-WTF)."""
+
+from flask_wtf import FlaskForm
+from wtforms import PasswordField, StringField, SubmitField
+from wtforms.validators import DataRequired, EqualTo, Length
+
+
+class LoginForm(FlaskForm):
+    username = StringField("User name", validators=[DataRequired(), Length(max=64)],
+                           render_kw={"autocomplete": "username", "autofocus": True})
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=1024)],
+                             render_kw={"autocomplete": "current-password"})
+    submit = SubmitField("Log in")
+
+
+class PasswordForm(FlaskForm):
+    current = PasswordField("Current password", validators=[DataRequired()],
+                            render_kw={"autocomplete": "current-password"})
+    password = PasswordField("New password", validators=[DataRequired(), Length(max=1024)],
+                             render_kw={"autocomplete": "new-password"},
+                             description="At least 12 characters; a passphrase of several words is easiest.")
+    confirm = PasswordField("Repeat the new password",
+                            validators=[DataRequired(), EqualTo("password", "The two passwords differ.")],
+                            render_kw={"autocomplete": "new-password"})
+    submit = SubmitField("Change password")

@@ -1,0 +1,52 @@
+"""Configuration read from the environment, with safe defaults for the embedded setup."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _secret_key(instance_path: Path) -> str:
+    """SECRET_KEY from the environment, else a random key kept in the instance folder.
+
+    Kept in a file (not generated per process) so that several worker processes share it
+    and sessions survive a restart.
+    """
+    env = os.environ.get("SECRET_KEY")
+    if env:
+        return env
+    instance_path.mkdir(parents=True, exist_ok=True)
+    key_file = instance_path / "secret_key"
+    if not key_file.exists():
+        key_file.write_text(secrets.token_hex(32))
+        key_file.chmod(0o600)
+    return key_file.read_text().strip()
+
+
+def build_config(instance_path: Path) -> dict[str, object]:
+    """Settings for `create_app`; every value can be overridden from the environment."""
+    default_db = f"sqlite:///{instance_path / 'casebook.sqlite'}"
+    database_url = os.environ.get("DATABASE_URL", default_db)
+    if database_url.startswith("postgresql://"):
+        # psycopg 3 is the driver we ship; plain URLs from hosting platforms name psycopg2.
+        database_url = "postgresql+psycopg://" + database_url.removeprefix("postgresql://")
+    return {
+        "SECRET_KEY": _secret_key(instance_path),
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        # hide_parameters keeps values (possibly PHI) out of database error messages and logs.
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True, "hide_parameters": True},
+        "STUDY_DIR": os.environ.get("CASEBOOK_STUDY_DIR", str(PROJECT_ROOT / "forms")),
+        "EXPORTS_DIR": os.environ.get("CASEBOOK_EXPORTS_DIR", str(PROJECT_ROOT / "exports")),
+        "BOOTSTRAP_SERVE_LOCAL": True,
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_SECURE": os.environ.get("CASEBOOK_HTTPS", "") == "1",
+        "REMEMBER_COOKIE_DURATION": 0,
+        "PERMANENT_SESSION_LIFETIME": 12 * 3600,
+        "MAX_CONTENT_LENGTH": 16 * 1024 * 1024,
+        "WTF_CSRF_TIME_LIMIT": 12 * 3600,
+        "RECORDS_PER_PAGE": 50,
+    }

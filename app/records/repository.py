@@ -1,0 +1,126 @@
+"""The one way to read records: every query is scoped to the sites the user may see.
+
+Views never load a record by a raw id; they ask this repository, which answers
+NotFoundError for a record that does not exist *and* for one at another site, so a
+user cannot even learn that another site's record exists.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session
+
+from app.audit.models import AuditEvent
+from app.auth.models import Site, User
+from app.auth.permissions import Action, site_ids_for
+from app.errors import NotFoundError
+from app.records.models import FormInstance, Record
+
+
+@dataclass(frozen=True, slots=True)
+class FormSummary:
+    instrument: str
+    instance: int
+    status: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecordPage:
+    records: Sequence[Record]
+    forms: dict[int, list[FormSummary]]
+    total: int
+    page: int
+    per_page: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
+
+
+class RecordRepository:
+    def __init__(self, session: Session, user: User) -> None:
+        self.session = session
+        self.user = user
+
+    def _scoped(self, stmt: Select, action: Action = Action.VIEW) -> Select:
+        allowed = site_ids_for(self.user, action)
+        stmt = stmt.where(Record.deleted_at.is_(None))
+        if allowed is None:
+            return stmt
+        return stmt.where(Record.site_id.in_(allowed))
+
+    def sites(self, action: Action = Action.VIEW) -> list[Site]:
+        """The sites the user may act on, by code."""
+        allowed = site_ids_for(self.user, action)
+        stmt = select(Site).order_by(Site.code)
+        if allowed is not None:
+            stmt = stmt.where(Site.id.in_(allowed))
+        return list(self.session.scalars(stmt))
+
+    def site(self, code: str, action: Action = Action.VIEW) -> Site:
+        for site in self.sites(action):
+            if site.code == code:
+                return site
+        raise NotFoundError("No such site.")
+
+    def get(self, label: str, action: Action = Action.VIEW) -> Record:
+        record = self.session.scalar(self._scoped(select(Record).where(Record.label == label), action))
+        if record is None:
+            raise NotFoundError("No such record.")
+        return record
+
+    def forms(self, record: Record) -> list[FormInstance]:
+        """All form instances of a record the caller already obtained through `get`."""
+        return list(
+            self.session.scalars(
+                select(FormInstance)
+                .where(FormInstance.record_id == record.id)
+                .order_by(FormInstance.instrument, FormInstance.instance)
+            )
+        )
+
+    def form(self, record: Record, instrument: str, instance: int) -> FormInstance | None:
+        return self.session.scalar(
+            select(FormInstance).where(
+                FormInstance.record_id == record.id,
+                FormInstance.instrument == instrument,
+                FormInstance.instance == instance,
+            )
+        )
+
+    def page(self, site: Site, *, search: str = "", page: int = 1, per_page: int = 50) -> RecordPage:
+        """One page of a site's record-status grid: two queries whatever the page size."""
+        stmt = self._scoped(select(Record).where(Record.site_id == site.id))
+        if search:
+            escaped = search.strip().upper().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            stmt = stmt.where(Record.label.like(f"%{escaped}%", escape="\\"))
+        total = self.session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+        page = max(1, page)
+        records = list(
+            self.session.scalars(stmt.order_by(Record.number).offset((page - 1) * per_page).limit(per_page))
+        )
+        forms: dict[int, list[FormSummary]] = defaultdict(list)
+        if records:
+            rows = self.session.execute(
+                select(FormInstance.record_id, FormInstance.instrument, FormInstance.instance, FormInstance.status)
+                .where(FormInstance.record_id.in_([r.id for r in records]))
+                .order_by(FormInstance.record_id, FormInstance.instrument, FormInstance.instance)
+            )
+            for record_id, instrument, instance, status in rows:
+                forms[record_id].append(FormSummary(instrument, instance, status))
+        return RecordPage(records, dict(forms), total, page, per_page)
+
+    def audit(self, record: Record, limit: int = 500) -> list[AuditEvent]:
+        """The record's audit trail, newest first (the record was already scoped by `get`)."""
+        return list(
+            self.session.scalars(
+                select(AuditEvent)
+                .where(AuditEvent.record_id == record.id)
+                .order_by(AuditEvent.id.desc())
+                .limit(limit)
+            )
+        )

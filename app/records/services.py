@@ -1,0 +1,350 @@
+"""The one write path for study data.
+
+`create_record` and `save_form` are the only functions that change records or form
+values. Each checks access, validates against the study definition, evaluates
+calculations and branching (a field hidden by branching is cleared, with an audit
+row), refuses a stale version, and appends audit rows in the same transaction. They
+flush but never commit: the request (or CLI command) commits once at its boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
+
+from app.audit.services import AuditEntry, append, encode_cell
+from app.auth.models import Site, User
+from app.auth.permissions import Action, can
+from app.db import utcnow
+from app.errors import ConflictError, NotFoundError, PermissionDenied, ValidationFailed
+from app.logic import evaluate, is_true, referenced_fields
+from app.records.models import FormInstance, FormStatus, Record
+from app.study.definition import Field, Instrument, Study
+from app.study.fieldtypes import FieldValueError, field_type
+
+RawValue = str | list[str] | None
+
+STATUS_FIELD = "__status__"
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """What a user or client sent for one form instance.
+
+    Fields absent from `values` and `missing` keep their stored state, so an API import
+    can change a few fields; a web form sends every field.
+    """
+
+    values: Mapping[str, RawValue] = field(default_factory=dict)
+    missing: Mapping[str, str | None] = field(default_factory=dict)
+    status: int | None = None
+
+
+@dataclass(slots=True)
+class SaveOutcome:
+    form: FormInstance
+    changed: list[str]
+    #: Required fields still empty on a form not marked Complete (saved, but shown).
+    incomplete_required: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who is writing, and through which door (web, api, cli, demo)."""
+
+    user: User
+    source: str = "web"
+
+
+def _audit(actor: Actor, record: Record, **kwargs: Any) -> AuditEntry:
+    return AuditEntry(
+        user_id=actor.user.id, username=actor.user.username, site_id=record.site_id,
+        record_id=record.id, record_label=record.label, source=actor.source, **kwargs,
+    )
+
+
+def create_record(session: Session, actor: Actor, site: Site) -> Record:
+    """Create the next record of `site` (KMU-0001, KMU-0002, ...)."""
+    if not can(actor.user, Action.CREATE, site.id):
+        raise PermissionDenied("You cannot create records at this site.")
+    number = session.execute(
+        update(Site)
+        .where(Site.id == site.id)
+        .values(last_record_number=Site.last_record_number + 1)
+        .returning(Site.last_record_number)
+    ).scalar_one()
+    record = Record(site_id=site.id, number=number, label=f"{site.code}-{number:04d}", created_by_id=actor.user.id)
+    session.add(record)
+    session.flush()
+    append(session, [_audit(actor, record, action="create_record")])
+    return record
+
+
+def record_context(
+    study: Study, forms: Iterable[FormInstance], *, exclude: tuple[str, int] | None = None
+) -> dict[str, Any]:
+    """Values logic can see from a record: all non-repeatable forms, missing codes as codes."""
+    context: dict[str, Any] = {}
+    for form in forms:
+        if exclude and (form.instrument, form.instance) == exclude:
+            continue
+        if not study.has_instrument(form.instrument) or study.instrument(form.instrument).repeatable:
+            continue
+        context.update(form.data)
+        context.update(form.missing)
+    return context
+
+
+def apply_logic(
+    study: Study, instrument: Instrument, data: dict[str, Any], missing: dict[str, str], context: Mapping[str, Any]
+) -> list[str]:
+    """Compute calc fields and clear fields hidden by branching, in place; return hidden names.
+
+    Hidden fields count as blank for every other rule, and calcs may feed branching and
+    other calcs, so the passes repeat until nothing changes. The browser (form.js) runs
+    the same loop on the same trees, so what the user sees is what the server stores.
+    """
+    codes = study.missing_code_values
+    calcs = [f for f in instrument.fields if f.calculation_tree is not None]
+    hidden: list[str] = []
+    for _ in range(len(instrument.fields) + 1):
+        scope = {**context, **data, **missing}
+        for name in hidden:
+            scope[name] = None
+        for f in calcs:
+            scope[f.name] = data[f.name] = _number_or_none(evaluate(f.calculation_tree, scope, codes))
+        now_hidden = [
+            f.name for f in instrument.data_fields
+            if f.branching_tree is not None and not is_true(evaluate(f.branching_tree, scope, codes))
+        ]
+        if now_hidden == hidden:
+            break
+        hidden = now_hidden
+    for name in hidden:
+        data[name] = None
+        missing.pop(name, None)
+    return hidden
+
+
+def _number_or_none(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    return None
+
+
+def _parse_submission(
+    study: Study, instrument: Instrument, submission: Submission, data: dict[str, Any], missing: dict[str, str]
+) -> dict[str, str]:
+    """Apply the submitted raw values onto data/missing; return per-field error messages."""
+    errors: dict[str, str] = {}
+    known = {f.name for f in instrument.data_fields}
+    for name in [*submission.values, *submission.missing]:
+        if name not in known:
+            errors[name] = f"'{name}' is not a field of {instrument.label}."
+    for f in instrument.data_fields:
+        if not field_type(f).is_input:
+            continue
+        has_value = f.name in submission.values
+        has_code = f.name in submission.missing
+        code = (submission.missing.get(f.name) or "").strip() if has_code else ""
+        if code:
+            if not f.allow_missing_codes:
+                errors[f.name] = "This field does not take a missing-data code."
+                continue
+            if code not in study.missing_code_values:
+                allowed = ", ".join(f"{m.code} ({m.label})" for m in study.missing_codes)
+                errors[f.name] = f"'{code}' is not a missing-data code; use one of {allowed}."
+                continue
+        try:
+            value = field_type(f).parse(f, submission.values.get(f.name)) if has_value else data.get(f.name)
+        except FieldValueError as exc:
+            errors[f.name] = str(exc)
+            continue
+        if code and has_value and value is not None:
+            errors[f.name] = "Enter a value or choose a missing-data code, not both."
+            continue
+        if code:
+            data[f.name] = None
+            missing[f.name] = code
+        elif has_value:
+            data[f.name] = value
+            if value is not None or has_code:
+                missing.pop(f.name, None)
+        elif has_code:
+            missing.pop(f.name, None)
+    return errors
+
+
+def _next_instance(session: Session, record: Record, instrument: str) -> int:
+    current = session.scalar(
+        select(func.max(FormInstance.instance)).where(
+            FormInstance.record_id == record.id, FormInstance.instrument == instrument
+        )
+    )
+    return (current or 0) + 1
+
+
+def save_form(
+    session: Session,
+    study: Study,
+    actor: Actor,
+    record: Record,
+    instrument_name: str,
+    instance: int | None,
+    submission: Submission,
+    *,
+    expected_version: int | None,
+    reason: str | None = None,
+) -> SaveOutcome:
+    """Validate and save one form instance; raise ValidationFailed/ConflictError with nothing written.
+
+    `instance=None` adds a new instance of a repeatable instrument. `expected_version` is
+    the version the user started from (0 for a form never saved); None skips the check
+    (an API import with overwrite semantics).
+    """
+    if not can(actor.user, Action.EDIT, record.site_id):
+        raise PermissionDenied("You cannot change data at this site.")
+    if not study.has_instrument(instrument_name):
+        raise NotFoundError("No such form.")
+    instrument = study.instrument(instrument_name)
+    if instance is None:
+        instance = _next_instance(session, record, instrument.name) if instrument.repeatable else 1
+    if instance < 1 or (not instrument.repeatable and instance != 1):
+        raise NotFoundError("No such form instance.")
+
+    forms = list(session.scalars(select(FormInstance).where(FormInstance.record_id == record.id)))
+    existing = next((f for f in forms if (f.instrument, f.instance) == (instrument.name, instance)), None)
+    current_version = existing.version if existing else 0
+    if expected_version is not None and expected_version != current_version:
+        raise ConflictError(_conflict_message(existing), existing)
+
+    old_data = dict(existing.data) if existing else {}
+    old_missing = dict(existing.missing) if existing else {}
+    old_status = existing.status if existing else None
+    data = dict(old_data)
+    missing = dict(old_missing)
+    errors = _parse_submission(study, instrument, submission, data, missing)
+    status = submission.status if submission.status is not None else (old_status or FormStatus.INCOMPLETE)
+    if status not in (0, 1, 2):
+        errors[STATUS_FIELD] = "Status must be 0 (Incomplete), 1 (Unverified) or 2 (Complete)."
+    if errors:
+        raise ValidationFailed(errors)
+
+    context = record_context(study, forms, exclude=(instrument.name, instance))
+    hidden = apply_logic(study, instrument, data, missing, context)
+    empty_required = [
+        f.name
+        for f in instrument.data_fields
+        if f.required and f.name not in hidden and data.get(f.name) is None and f.name not in missing
+        and field_type(f).is_input
+    ]
+    if status == FormStatus.COMPLETE and empty_required:
+        raise ValidationFailed(
+            dict.fromkeys(empty_required, "Required to mark the form Complete: enter a value or a missing-data code."),
+            "Not saved: a Complete form needs every required field. Fill them in or save it as Incomplete.",
+        )
+    data = {k: v for k, v in data.items() if v is not None}
+
+    entries = _diff(actor, record, instrument, instance, old_data, old_missing, data, missing, hidden, reason)
+    if old_status != status:
+        entries.append(_audit(actor, record, action="status", instrument=instrument.name, instance=instance,
+                              old=None if old_status is None else str(old_status), new=str(status), reason=reason))
+    if existing is not None and not entries:
+        return SaveOutcome(existing, [], empty_required)
+
+    if existing is None:
+        existing = FormInstance(record_id=record.id, instrument=instrument.name, instance=instance)
+        session.add(existing)
+    existing.data = data
+    existing.missing = missing
+    existing.status = int(status)
+    existing.updated_at = utcnow()
+    existing.updated_by_id = actor.user.id
+    try:
+        session.flush()
+    except (StaleDataError, IntegrityError):
+        raise ConflictError(_conflict_message(None)) from None
+    append(session, entries)
+    if not instrument.repeatable:
+        others = [f for f in forms if f is not existing]
+        _recalculate_dependents(session, study, actor, record, instrument, others, existing)
+    return SaveOutcome(existing, [e.field for e in entries if e.field], empty_required)
+
+
+def _conflict_message(existing: FormInstance | None) -> str:
+    when = f" at {existing.updated_at:%Y-%m-%d %H:%M} UTC" if existing is not None else ""
+    return (
+        f"Someone else saved this form{when} after you opened it, so your changes were not saved. "
+        "Your values are kept below: compare them with the saved ones and save again."
+    )
+
+
+def _diff(
+    actor: Actor, record: Record, instrument: Instrument, instance: int,
+    old_data: Mapping[str, Any], old_missing: Mapping[str, str],
+    data: Mapping[str, Any], missing: Mapping[str, str], hidden: list[str], reason: str | None,
+) -> list[AuditEntry]:
+    entries = []
+    for f in instrument.data_fields:
+        old = encode_cell(old_data.get(f.name), old_missing.get(f.name))
+        new = encode_cell(data.get(f.name), missing.get(f.name))
+        if old == new:
+            continue
+        if f.name in hidden:
+            action, why = "clear_hidden", "Hidden by branching logic"
+        elif f.type == "calc":
+            action, why = "calculate", None
+        else:
+            action, why = "update", reason
+        entries.append(_audit(actor, record, action=action, instrument=instrument.name, instance=instance,
+                              field=f.name, old=old, new=new, reason=why))
+    return entries
+
+
+def _recalculate_dependents(
+    session: Session, study: Study, actor: Actor, record: Record, changed: Instrument,
+    others: list[FormInstance], saved: FormInstance,
+) -> None:
+    """Refresh calc fields of the record's other forms that use fields of the form just saved.
+
+    Without this, changing a date of birth would leave the age at presentation stale
+    until someone re-saved the lesion form.
+    """
+    changed_names = {f.name for f in changed.fields}
+    for form in others:
+        if not study.has_instrument(form.instrument):
+            continue
+        instrument = study.instrument(form.instrument)
+        calcs = [f for f in instrument.fields if f.calculation_tree is not None]
+        if not any(_uses(f, changed_names) for f in calcs):
+            continue
+        context = record_context(study, [*others, saved], exclude=(form.instrument, form.instance))
+        data, missing = dict(form.data), dict(form.missing)
+        scope = {**context, **data, **missing}
+        codes = study.missing_code_values
+        entries = []
+        for f in calcs:
+            value = _number_or_none(evaluate(f.calculation_tree, scope, codes))
+            if data.get(f.name) != value:
+                entries.append(_audit(actor, record, action="calculate", instrument=form.instrument,
+                                      instance=form.instance, field=f.name, old=encode_cell(data.get(f.name)),
+                                      new=encode_cell(value), reason=f"Recalculated after {changed.label} changed"))
+                data[f.name] = value
+                scope[f.name] = value
+        if entries:
+            form.data = {k: v for k, v in data.items() if v is not None}
+            form.updated_at = utcnow()
+            session.flush()
+            append(session, entries)
+
+
+def _uses(f: Field, names: set[str]) -> bool:
+    return f.calculation_tree is not None and bool(referenced_fields(f.calculation_tree) & names)

@@ -1,0 +1,93 @@
+/* Casebook data-entry form: live branching, calculated fields, missing-data codes and a
+   warning before leaving with unsaved changes. The logic trees come from the server's
+   parser (JSON in #cb-logic) and are evaluated by logic.js with the same rules as the
+   server's evaluator, in the same order as app/records/services.py:apply_logic. */
+(function () {
+  "use strict";
+  var form = document.getElementById("cb-form");
+  if (!form || !window.CasebookLogic) { return; }
+  var Logic = window.CasebookLogic;
+  var logic = JSON.parse(document.getElementById("cb-logic").textContent);
+  var context = JSON.parse(document.getElementById("cb-context").textContent);
+  var codes = JSON.parse(document.getElementById("cb-missing-codes").textContent);
+  var suffix = form.dataset.missingSuffix;
+  var rows = Array.prototype.slice.call(form.querySelectorAll(".cb-field[data-field]"));
+  var names = rows.map(function (row) { return row.dataset.field; });
+
+  function inputsOf(name) {
+    return Array.prototype.slice.call(form.querySelectorAll('[name="' + name + '"]'));
+  }
+
+  function missingCodeOf(name) {
+    var select = form.elements[name + suffix];
+    return select && select.value ? select.value : "";
+  }
+
+  function valueOf(name) {
+    var code = missingCodeOf(name);
+    if (code) { return code; }
+    var inputs = inputsOf(name);
+    if (!inputs.length) { return ""; }
+    if (inputs[0].type === "checkbox") {
+      return inputs.filter(function (i) { return i.checked; }).map(function (i) { return i.value; });
+    }
+    if (inputs[0].type === "radio") {
+      var checked = inputs.filter(function (i) { return i.checked; })[0];
+      return checked ? checked.value : "";
+    }
+    return inputs[0].value;
+  }
+
+  function formatNumber(value) {
+    if (value === null || value === "" || value === undefined || typeof value === "boolean") { return ""; }
+    var n = Number(value);
+    if (!isFinite(n)) { return ""; }
+    return Number.isInteger(n) ? String(n) : String(Number(n.toPrecision(10)));
+  }
+
+  function numberOrBlank(value) {
+    if (typeof value === "number" && isFinite(value)) { return value; }
+    return "";
+  }
+
+  function update() {
+    var data = {};
+    names.forEach(function (name) { data[name] = valueOf(name); });
+    var hidden = [];
+    for (var pass = 0; pass <= names.length; pass++) {
+      var scope = Object.assign({}, context, data);
+      hidden.forEach(function (name) { scope[name] = ""; });
+      Object.keys(logic).forEach(function (name) {
+        if (logic[name].calc) {
+          scope[name] = data[name] = numberOrBlank(Logic.evaluate(logic[name].calc, scope, codes));
+        }
+      });
+      var nowHidden = names.filter(function (name) {
+        return logic[name] && logic[name].branching && !Logic.isTrue(Logic.evaluate(logic[name].branching, scope, codes));
+      });
+      if (nowHidden.join(",") === hidden.join(",")) { break; }
+      hidden = nowHidden;
+    }
+    rows.forEach(function (row) {
+      var name = row.dataset.field;
+      row.hidden = hidden.indexOf(name) !== -1;
+      if (logic[name] && logic[name].calc) {
+        inputsOf(name).forEach(function (input) { input.value = formatNumber(data[name]); });
+      }
+      var coded = missingCodeOf(name) !== "";
+      inputsOf(name).forEach(function (input) {
+        if (!(logic[name] && logic[name].calc)) { input.disabled = coded; }
+      });
+    });
+  }
+
+  var dirty = false;
+  function changed() { dirty = true; update(); }
+  form.addEventListener("input", changed);
+  form.addEventListener("change", changed);
+  form.addEventListener("submit", function () { dirty = false; });
+  window.addEventListener("beforeunload", function (event) {
+    if (dirty) { event.preventDefault(); event.returnValue = ""; }
+  });
+  update();
+}());

@@ -1,0 +1,105 @@
+"""What every web request shares: the transaction boundary, error pages, headers, log-in.
+
+One commit or rollback per request happens here, never in services: a response below
+400 commits what the services flushed; anything else rolls back, so a refused save
+leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import OperationalError
+from werkzeug.exceptions import HTTPException
+
+from app.auth.models import User
+from app.errors import ConflictError, NotFoundError, PermissionDenied
+from app.extensions import db, login_manager
+
+log = logging.getLogger(__name__)
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+@login_manager.user_loader
+def load_user(session_id: str) -> User | None:
+    """Session ids are 'user id:session token'; a changed token ends old sessions everywhere."""
+    user_id, _, token = session_id.partition(":")
+    if not user_id.isdigit():
+        return None
+    user = db.session.get(User, int(user_id))
+    if user is None or not user.active or user.session_token != token:
+        return None
+    return user
+
+
+def _finish_transaction(response: Response) -> Response:
+    if response.status_code < 400:
+        db.session.commit()
+    else:
+        db.session.rollback()
+    return response
+
+
+def _security_headers(response: Response) -> Response:
+    response.headers.setdefault("Content-Security-Policy", CSP)
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Referrer-Policy"] = "same-origin"
+    if request.is_secure:
+        response.headers["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
+    if current_user.is_authenticated:
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def init_app(app: Flask) -> None:
+    app.after_request(_security_headers)
+    app.after_request(_finish_transaction)
+
+    @app.teardown_request
+    def _rollback_on_error(exc: BaseException | None) -> None:
+        if exc is not None:
+            db.session.rollback()
+
+    @app.errorhandler(NotFoundError)
+    def _not_found(exc: NotFoundError) -> tuple[str, int]:
+        return render_template("error.html", title="Not found", message=exc.message), 404
+
+    @app.errorhandler(PermissionDenied)
+    def _forbidden(exc: PermissionDenied) -> tuple[str, int]:
+        return render_template("error.html", title="Not allowed", message=exc.message), 403
+
+    @app.errorhandler(ConflictError)
+    def _conflict(exc: ConflictError) -> tuple[str, int]:
+        return render_template("error.html", title="Changed by someone else", message=exc.message), 409
+
+    @app.errorhandler(CSRFError)
+    def _csrf(exc: CSRFError) -> Response:
+        flash("Your form had expired, so nothing was saved. Please try again.", "warning")
+        return redirect(request.referrer or url_for("dashboard.home"))
+
+    @app.errorhandler(OperationalError)
+    def _db_down(exc: OperationalError) -> tuple[str, int]:
+        db.session.rollback()
+        log.error("database error: %s", type(exc.orig).__name__ if exc.orig else "unknown")
+        return render_template(
+            "error.html", title="Database unavailable",
+            message="The database cannot be reached just now. Nothing was saved; please try again in a minute.",
+        ), 503
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> tuple[str, int]:
+        return render_template("error.html", title=exc.name, message=exc.description), exc.code or 500
+
+    @app.context_processor
+    def _globals() -> dict[str, object]:
+        from app.study import current_study
+
+        return {"study": current_study()}
