@@ -1,0 +1,134 @@
+"""Fixtures: an app on a freshly migrated database (SQLite, or PostgreSQL when DATABASE_URL
+points at one), the demo data, and clients logged in as each role.
+
+The schema is built once per session by running the real Alembic migrations (never
+`create_all`), then each test gets an empty copy: a copied SQLite file, or TRUNCATE on
+PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from flask_migrate import upgrade
+from sqlalchemy import text
+
+os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production")
+
+from app import create_app  # noqa: E402
+from app.extensions import db  # noqa: E402
+
+DATABASE_URL = os.environ.get("DATABASE_URL", "")
+ON_POSTGRES = DATABASE_URL.startswith("postgresql")
+DEMO_PASSWORD = "demo-password-2026"
+
+
+def pg_url() -> str:
+    return DATABASE_URL.replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+def make_app(url: str, **overrides: object) -> Flask:
+    config = {"TESTING": True, "SQLALCHEMY_DATABASE_URI": url, "WTF_CSRF_ENABLED": False, **overrides}
+    return create_app(config)
+
+
+def _reset_postgres(app: Flask) -> None:
+    with app.app_context():
+        db.session.execute(text("DROP SCHEMA public CASCADE"))
+        db.session.execute(text("CREATE SCHEMA public"))
+        db.session.commit()
+        db.engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def database_template(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Run the migrations once from empty; return the URL (PG) or file (SQLite) to copy."""
+    if ON_POSTGRES:
+        app = make_app(pg_url())
+        _reset_postgres(app)
+        with app.app_context():
+            upgrade()
+            db.engine.dispose()
+        return pg_url()
+    path = tmp_path_factory.mktemp("template") / "template.sqlite"
+    app = make_app(f"sqlite:///{path}")
+    with app.app_context():
+        upgrade()
+        db.session.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
+        db.session.remove()
+        db.engine.dispose()
+    return str(path)
+
+
+def fresh_database_url(database_template: str, directory: Path) -> str:
+    """An empty, migrated database for one test."""
+    if ON_POSTGRES:
+        app = make_app(database_template)
+        with app.app_context():
+            tables = [t.name for t in db.metadata.sorted_tables if t.name != "audit_head"]
+            quoted = ", ".join(f'"{name}"' for name in tables)
+            db.session.execute(text(f"TRUNCATE {quoted} RESTART IDENTITY CASCADE"))
+            db.session.execute(text("UPDATE audit_head SET last_hash = :g, count = 0"), {"g": "0" * 64})
+            db.session.commit()
+            db.engine.dispose()
+        return database_template
+    target = directory / "casebook.sqlite"
+    shutil.copyfile(database_template, target)
+    return f"sqlite:///{target}"
+
+
+@pytest.fixture
+def app(database_template: str, tmp_path: Path) -> Iterator[Flask]:
+    application = make_app(fresh_database_url(database_template, tmp_path))
+    with application.app_context():
+        yield application
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def demo(app: Flask) -> Flask:
+    """The demo sites, users and the three published cases."""
+    from app.demo.services import load_demo
+    from app.study import current_study
+
+    load_demo(db.session, current_study())
+    db.session.commit()
+    return app
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def login(client: FlaskClient, username: str, password: str = DEMO_PASSWORD) -> None:
+    response = client.post("/login", data={"username": username, "password": password})
+    assert response.status_code == 302, f"log-in as {username} failed: {response.status_code}"
+
+
+@pytest.fixture
+def as_user(demo: Flask):
+    """`as_user('coordinator')` gives a test client logged in as that demo user."""
+
+    def _client(username: str) -> FlaskClient:
+        c = demo.test_client()
+        login(c, username)
+        return c
+
+    return _client
+
+
+def csrf_token(html: str) -> str:
+    match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html) or re.search(
+        r'name="csrf_token" value="([^"]+)"', html
+    )
+    assert match, "no CSRF token in page"
+    return match.group(1)
