@@ -22,8 +22,8 @@ from sqlalchemy import text
 
 os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production")
 
-from app import create_app  # noqa: E402
-from app.extensions import db  # noqa: E402
+from app import create_app
+from app.extensions import db
 
 DATABASE_URL = os.environ.get("DATABASE_URL", "")
 ON_POSTGRES = DATABASE_URL.startswith("postgresql")
@@ -67,26 +67,83 @@ def database_template(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(path)
 
 
-def fresh_database_url(database_template: str, directory: Path) -> str:
-    """An empty, migrated database for one test."""
+TABLES_IN_ORDER: list[str] = []
+
+
+def _tables() -> list[str]:
+    if not TABLES_IN_ORDER:
+        TABLES_IN_ORDER.extend(t.name for t in db.metadata.sorted_tables)
+    return TABLES_IN_ORDER
+
+
+def _pg_restore(url: str, snapshot: str | None) -> None:
+    """Empty every table (TRUNCATE bypasses the audit trail's row triggers), then refill
+    from a snapshot schema when one is given."""
+    app = make_app(url)
+    with app.app_context():
+        tables = [t for t in _tables() if t != "audit_head"]
+        quoted = ", ".join(f'"{name}"' for name in tables)
+        db.session.execute(text(f"TRUNCATE {quoted} RESTART IDENTITY CASCADE"))
+        db.session.execute(text("UPDATE audit_head SET last_hash = :g, count = 0"), {"g": "0" * 64})
+        if snapshot:
+            for name in tables:
+                db.session.execute(text(f'INSERT INTO "{name}" SELECT * FROM {snapshot}."{name}"'))
+                db.session.execute(text(
+                    f"SELECT setval(pg_get_serial_sequence('\"{name}\"', 'id'), COALESCE(MAX(id), 1), "
+                    f'MAX(id) IS NOT NULL) FROM "{name}"'
+                ))
+            db.session.execute(text(
+                f"UPDATE audit_head SET last_hash = s.last_hash, count = s.count FROM {snapshot}.audit_head s"
+            ))
+        db.session.commit()
+        db.engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def demo_template(database_template: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The migrated database with the demo loaded once; each demo test starts from a copy."""
+    from app.demo.services import load_demo
+    from app.study import current_study
+
     if ON_POSTGRES:
-        app = make_app(database_template)
-        with app.app_context():
-            tables = [t.name for t in db.metadata.sorted_tables if t.name != "audit_head"]
-            quoted = ", ".join(f'"{name}"' for name in tables)
-            db.session.execute(text(f"TRUNCATE {quoted} RESTART IDENTITY CASCADE"))
-            db.session.execute(text("UPDATE audit_head SET last_hash = :g, count = 0"), {"g": "0" * 64})
+        _pg_restore(database_template, None)
+        url = database_template
+    else:
+        path = tmp_path_factory.mktemp("demo") / "demo.sqlite"
+        shutil.copyfile(database_template, path)
+        url = f"sqlite:///{path}"
+    app = make_app(url)
+    with app.app_context():
+        load_demo(db.session, current_study())
+        db.session.commit()
+        if ON_POSTGRES:
+            db.session.execute(text("DROP SCHEMA IF EXISTS demo_snapshot CASCADE"))
+            db.session.execute(text("CREATE SCHEMA demo_snapshot"))
+            for name in _tables():
+                db.session.execute(text(f'CREATE TABLE demo_snapshot."{name}" AS TABLE public."{name}"'))
             db.session.commit()
-            db.engine.dispose()
-        return database_template
+        else:
+            db.session.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
+        db.session.remove()
+        db.engine.dispose()
+    return "demo_snapshot" if ON_POSTGRES else str(path)
+
+
+def fresh_database_url(template: str, directory: Path, snapshot: str | None = None) -> str:
+    """A migrated database for one test: empty, or a copy of the demo template."""
+    if ON_POSTGRES:
+        _pg_restore(template, snapshot)
+        return template
     target = directory / "casebook.sqlite"
-    shutil.copyfile(database_template, target)
+    shutil.copyfile(snapshot or template, target)
     return f"sqlite:///{target}"
 
 
 @pytest.fixture
-def app(database_template: str, tmp_path: Path) -> Iterator[Flask]:
-    application = make_app(fresh_database_url(database_template, tmp_path))
+def app(request: pytest.FixtureRequest, database_template: str, tmp_path: Path) -> Iterator[Flask]:
+    wants_demo = bool({"demo", "as_user"} & set(request.fixturenames))
+    snapshot = request.getfixturevalue("demo_template") if wants_demo else None
+    application = make_app(fresh_database_url(database_template, tmp_path, snapshot))
     with application.app_context():
         yield application
         db.session.remove()
@@ -95,12 +152,7 @@ def app(database_template: str, tmp_path: Path) -> Iterator[Flask]:
 
 @pytest.fixture
 def demo(app: Flask) -> Flask:
-    """The demo sites, users and the three published cases."""
-    from app.demo.services import load_demo
-    from app.study import current_study
-
-    load_demo(db.session, current_study())
-    db.session.commit()
+    """The app on a database holding the demo sites, users and the three published cases."""
     return app
 
 

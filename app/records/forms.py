@@ -16,7 +16,7 @@ from wtforms.validators import Length
 from app.records.models import FormInstance, FormStatus
 from app.records.services import Submission
 from app.study.definition import Instrument, Study
-from app.study.fieldtypes import field_type
+from app.study.fieldtypes import field_type, select_choices
 
 MISSING_SUFFIX = "__missing"
 STATUS_CHOICES = [(s.value, s.label) for s in FormStatus]
@@ -24,14 +24,14 @@ STATUS_CHOICES = [(s.value, s.label) for s in FormStatus]
 
 def build_form_class(study: Study, instrument: Instrument) -> type[FlaskForm]:
     attrs: dict[str, Any] = {}
-    missing_choices = [("", "—"), *((m.code, f"{m.code}: {m.label}") for m in study.missing_codes)]
+    missing_choices = select_choices([("", "—"), *((m.code, f"{m.code}: {m.label}") for m in study.missing_codes)])
     for f in instrument.data_fields:
         attrs[f.name] = field_type(f).make_wtforms_field(f, f.label)
         if f.allow_missing_codes:
             attrs[f.name + MISSING_SUFFIX] = SelectField(
                 "Missing-data code", choices=missing_choices, validate_choice=False
             )
-    attrs["form_status"] = SelectField("Form status", choices=STATUS_CHOICES, coerce=int,
+    attrs["form_status"] = SelectField("Form status", choices=select_choices(STATUS_CHOICES), coerce=int,
                                        default=FormStatus.INCOMPLETE.value)
     attrs["version"] = HiddenField(default="0")
     attrs["reason"] = TextAreaField("Reason for change", validators=[Length(max=2000)])

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from datetime import date, datetime
 from typing import Any, ClassVar
 
 from email_validator import EmailNotValidError, validate_email
 from wtforms import fields as wtf
 from wtforms import widgets
+from wtforms.fields.choices import SelectChoice
 
 from app.study.definition import Field
 
@@ -225,14 +227,15 @@ class ChoiceType(FieldType):
         return text
 
     def make_wtforms_field(self, field: Field, label: str) -> wtf.Field:
-        return wtf.RadioField(label, choices=[(c.code, c.label) for c in field.choices], validate_choice=False)
+        return wtf.RadioField(label, choices=select_choices((c.code, c.label) for c in field.choices),
+                              validate_choice=False)
 
 
 class DropdownType(ChoiceType):
     name = "dropdown"
 
     def make_wtforms_field(self, field: Field, label: str) -> wtf.Field:
-        choices = [("", "—"), *((c.code, c.label) for c in field.choices)]
+        choices = select_choices([("", "—"), *((c.code, c.label) for c in field.choices)])
         return wtf.SelectField(label, choices=choices, validate_choice=False)
 
 
@@ -264,7 +267,7 @@ class CheckboxType(FieldType):
     def make_wtforms_field(self, field: Field, label: str) -> wtf.Field:
         return wtf.SelectMultipleField(
             label,
-            choices=[(c.code, c.label) for c in field.choices],
+            choices=select_choices((c.code, c.label) for c in field.choices),
             widget=widgets.ListWidget(prefix_label=False),
             option_widget=widgets.CheckboxInput(),
             validate_choice=False,
@@ -298,6 +301,11 @@ class DescriptiveType(FieldType):
 
     def parse(self, field: Field, raw: str | list[str] | None) -> None:
         return None
+
+
+def select_choices(pairs: Iterable[tuple[Any, str]]) -> list[SelectChoice]:
+    """(value, label) pairs as WTForms option objects."""
+    return [SelectChoice(value, label) for value, label in pairs]
 
 
 def format_number(value: float | int) -> str:

@@ -55,6 +55,8 @@ class _Problems:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.items: list[str] = []
+        #: Fields declared but refused; logic naming them is not reported a second time.
+        self.broken_fields: set[str] = set()
 
     def add(self, path: Path, line: int | None, where: str, message: str) -> None:
         try:
@@ -223,6 +225,7 @@ def _load_field(
     ftype = str(item.get("type") or "")
     if ftype not in FIELD_TYPES:
         bad(f"unknown type '{ftype}' (expected one of {', '.join(FIELD_TYPES)})")
+        problems.broken_fields.add(name)
         return None
     kind = FIELD_TYPES[ftype]
     if not item.get("label"):
@@ -272,6 +275,7 @@ def _load_field(
             except LogicError as exc:
                 bad(f"{key}: {exc}")
     if len(problems.items) > before:
+        problems.broken_fields.add(name)
         return None
     return dataclasses.replace(
         field,
@@ -337,7 +341,8 @@ def _check_logic(instruments: list[Instrument], fields: dict[str, Field], root: 
                 for ref in sorted(referenced_fields(tree)):
                     target = fields.get(ref)
                     if target is None:
-                        problems.add(path, field.line, where, f"{key} names [{ref}], which is not a field")
+                        if ref not in problems.broken_fields:
+                            problems.add(path, field.line, where, f"{key} names [{ref}], which is not a field")
                     elif target.instrument != instrument.name and target.instrument in repeatable:
                         problems.add(
                             path, field.line, where,
