@@ -9,6 +9,8 @@ flush but never commit: the request (or CLI command) commits once at its boundar
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -132,11 +134,19 @@ def apply_logic(
     return hidden
 
 
+_NUMERIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
 def _number_or_none(value: Any) -> float | None:
+    """A calc's stored value: a number, or None. Numeric text (a field's value passed
+    through `if`) counts as its number, as in form.js, because browsers hold all values
+    as text."""
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, int | float):
-        return float(value)
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, str) and _NUMERIC.match(value.strip()):
+        return float(value.strip())
     return None
 
 

@@ -45,8 +45,12 @@
     return Number.isInteger(n) ? String(n) : String(Number(n.toPrecision(10)));
   }
 
+  var NUMERIC = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
+
+  /* Same rule as _number_or_none in app/records/services.py. */
   function numberOrBlank(value) {
     if (typeof value === "number" && isFinite(value)) { return value; }
+    if (typeof value === "string" && NUMERIC.test(value.trim())) { return Number(value.trim()); }
     return "";
   }
 
