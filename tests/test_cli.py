@@ -27,7 +27,8 @@ def test_create_site_and_users(app):
     assert alice.password_hash.startswith("$argon2id$")
     assert verify_password(alice.password_hash, "correct horse battery")
 
-    result = runner.invoke(args=["users", "create", "sam", "--role", "statistician", "--password", "tables and figures"])
+    args = ["users", "create", "sam", "--role", "statistician", "--password", "tables and figures"]
+    result = runner.invoke(args=args)
     assert result.exit_code == 0, result.output
     assert "sam\tsam\tstatistician" in runner.invoke(args=["users", "list"]).output
 
@@ -57,7 +58,8 @@ def test_refusals_are_one_line_messages_and_write_nothing(app):
 def test_set_password_ends_sessions(demo):
     user = db.session.scalar(select(User).where(User.username == "monitor"))
     token = user.session_token
-    result = demo.test_cli_runner().invoke(args=["users", "set-password", "monitor", "--password", "a new passphrase here"])
+    args = ["users", "set-password", "monitor", "--password", "a new passphrase here"]
+    result = demo.test_cli_runner().invoke(args=args)
     assert result.exit_code == 0, result.output
     db.session.refresh(user)
     assert user.session_token != token
