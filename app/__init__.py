@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Flask
 
+from app import models  # noqa: F401 - registers every table on the metadata
 from app.config import build_config
 from app.extensions import bootstrap, csrf, db, login_manager, migrate
 from app.study import load_study

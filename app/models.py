@@ -1,0 +1,8 @@
+"""Imports every model module so that the metadata (and Alembic's autogenerate) sees all tables."""
+
+from app.api.models import ApiToken
+from app.audit.models import AuditEvent, AuditHead
+from app.auth.models import Membership, Site, User
+from app.records.models import FormInstance, Record
+
+__all__ = ["ApiToken", "AuditEvent", "AuditHead", "FormInstance", "Membership", "Record", "Site", "User"]
