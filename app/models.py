@@ -4,5 +4,9 @@ from app.api.models import ApiToken
 from app.audit.models import AuditEvent, AuditHead
 from app.auth.models import Membership, Site, User
 from app.records.models import FormInstance, Record
+from app.review.models import DataQuery, QueryMessage, Signature
 
-__all__ = ["ApiToken", "AuditEvent", "AuditHead", "FormInstance", "Membership", "Record", "Site", "User"]
+__all__ = [
+    "ApiToken", "AuditEvent", "AuditHead", "DataQuery", "FormInstance", "Membership", "QueryMessage", "Record",
+    "Signature", "Site", "User",
+]
