@@ -40,14 +40,18 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.extensions["casebook.study"] = load_study(app.config["STUDY_DIR"])
 
     from app import web
+    from app.audit.views import bp as audit_bp
     from app.auth.views import bp as auth_bp
     from app.cli import register_cli
     from app.dashboard.views import bp as dashboard_bp
     from app.records.views import bp as records_bp
+    from app.review.views import bp as review_bp
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(dashboard_bp)
     app.register_blueprint(records_bp)
+    app.register_blueprint(review_bp)
+    app.register_blueprint(audit_bp)
     web.init_app(app)
     register_cli(app)
     return app

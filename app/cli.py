@@ -15,6 +15,7 @@ from flask import Flask
 from flask.cli import AppGroup
 from sqlalchemy import select
 
+from app.audit.services import verify_chain
 from app.auth.models import Site, SiteRole, StudyRole, User
 from app.auth.services import SiteGrant, create_site, create_user, set_password
 from app.demo.services import DEMO_PASSWORD, DEMO_USERS, load_demo
@@ -42,6 +43,7 @@ def transaction() -> Iterator[None]:
 sites_cli = AppGroup("sites", help="Create and list sites.")
 users_cli = AppGroup("users", help="Create users, grant roles, set passwords.")
 study_cli = AppGroup("study", help="Inspect the study definition.")
+audit_cli = AppGroup("audit", help="Check the audit trail.")
 
 
 @sites_cli.command("create")
@@ -140,6 +142,19 @@ def demo_command() -> None:
         click.echo(f"  {user.username:<14} {user.description}")
 
 
+@audit_cli.command("verify")
+def audit_verify() -> None:
+    """Walk the hash chain; report the first broken link (exit code 1 if any)."""
+    report = verify_chain(db.session)
+    if report.ok:
+        click.echo(f"Audit trail intact: {report.checked} rows verified.")
+        return
+    where = f" at audit row {report.broken_at}" if report.broken_at is not None else ""
+    raise click.ClickException(
+        f"Audit trail BROKEN{where}: {report.problem} ({report.checked} rows verified before it)."
+    )
+
+
 def register_cli(app: Flask) -> None:
-    for command in (sites_cli, users_cli, study_cli, demo_command):
+    for command in (sites_cli, users_cli, study_cli, audit_cli, demo_command):
         app.cli.add_command(command)

@@ -8,6 +8,8 @@ leaves nothing half-written.
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 from flask import Flask, Response, flash, redirect, render_template, request, url_for
 from flask_login import current_user
@@ -15,7 +17,7 @@ from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
-from app.auth.models import User
+from app.auth.models import Site, User
 from app.errors import ConflictError, NotFoundError, PermissionDenied
 from app.extensions import db, login_manager
 
@@ -97,6 +99,15 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> tuple[str, int]:
         return render_template("error.html", title=exc.name, message=exc.description), exc.code or 500
+
+    @app.template_filter("sitetime")
+    def _sitetime(value: datetime | None, site: Site | None = None) -> str:
+        """A UTC time shown in the site's zone, with the zone named (ICH E6: unambiguous times)."""
+        if value is None:
+            return ""
+        zone = ZoneInfo(site.timezone) if site is not None and site.timezone else UTC
+        local = value.astimezone(zone)
+        return f"{local:%Y-%m-%d %H:%M} {local.tzname()}"
 
     @app.context_processor
     def _globals() -> dict[str, object]:

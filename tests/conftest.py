@@ -21,6 +21,10 @@ from flask_migrate import upgrade
 from sqlalchemy import text
 
 os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production")
+# Cheap argon2 parameters keep hundreds of log-ins fast; production uses the library defaults.
+os.environ.setdefault("CASEBOOK_ARGON2_TIME_COST", "1")
+os.environ.setdefault("CASEBOOK_ARGON2_MEMORY_KIB", "1024")
+os.environ.setdefault("CASEBOOK_ARGON2_PARALLELISM", "1")
 
 from app import create_app
 from app.extensions import db

@@ -9,41 +9,52 @@ from tests.conftest import login
 
 OWN = "KMU-0001"
 
-# (method, url, form data) for every endpoint that touches records or sites.
+ROLES = ["coordinator", "admin", "investigator", "monitor", "coordinator_nth", "statistician", None]
+QUERY = {"instrument": "treatment", "instance": "1", "field": "treatment_type", "text": "Please check source"}
+
+
+def expect(coordinator, admin, investigator, monitor, nth=404, statistician=403):
+    """Expected status per role; anonymous users are always sent to the log-in page."""
+    return dict(zip(ROLES, [coordinator, admin, investigator, monitor, nth, statistician, 302], strict=True))
+
+
+# endpoint: (method, url, form data, expected status per role) for every route behind a log-in.
 ENDPOINTS = {
-    "records.grid": ("GET", "/sites/KMU/records", None),
-    "records.create": ("POST", "/sites/KMU/records", {}),
-    "records.record": ("GET", f"/records/{OWN}", None),
-    "records.form:get": ("GET", f"/records/{OWN}/treatment/1", None),
+    "dashboard.home": ("GET", "/", None, expect(200, 200, 200, 200, 200, 200)),
+    "auth.profile": ("GET", "/profile", None, expect(200, 200, 200, 200, 200, 200)),
+    "records.grid": ("GET", "/sites/KMU/records", None, expect(200, 200, 200, 200)),
+    "records.create": ("POST", "/sites/KMU/records", {}, expect(302, 302, 403, 403)),
+    "records.record": ("GET", f"/records/{OWN}", None, expect(200, 200, 200, 200)),
+    "records.form:get": ("GET", f"/records/{OWN}/treatment/1", None, expect(200, 200, 200, 200)),
     "records.form:post": ("POST", f"/records/{OWN}/treatment/1",
-                          {"treatment_type": "1", "form_status": "2", "version": "1"}),
-    "records.form:new": ("GET", f"/records/{OWN}/imaging_followup/new", None),
+                          {"treatment_type": "1", "form_status": "2", "version": "1"}, expect(302, 302, 403, 403)),
+    "records.form:new": ("GET", f"/records/{OWN}/imaging_followup/new", None, expect(200, 200, 200, 200)),
+    "records.delete": ("POST", f"/records/{OWN}/delete", {"reason": "duplicate"}, expect(403, 302, 403, 403)),
+    "records.deleted": ("GET", "/records/deleted", None, expect(403, 200, 403, 403, 403)),
+    "records.restore": ("POST", f"/records/{OWN}/restore", {"reason": "x"}, expect(404, 404, 404, 404)),
+    "review.review_list": ("GET", "/review", None, expect(200, 200, 200, 200, 200)),
+    "review.sign": ("GET", f"/records/{OWN}/sign", None, expect(403, 200, 200, 403)),
+    "review.unlock": ("POST", f"/records/{OWN}/unlock", {"reason": "x"}, expect(403, 409, 409, 403)),
+    "review.raise_": ("POST", f"/records/{OWN}/queries", QUERY, expect(403, 302, 302, 302)),
+    "review.query_step": ("POST", f"/records/{OWN}/queries/999/answer", {"text": "x"}, expect(404, 404, 404, 404)),
+    "review.site_queries": ("GET", "/sites/KMU/queries", None, expect(200, 200, 200, 200)),
+    "review.quality": ("GET", "/sites/KMU/quality", None, expect(200, 200, 200, 200)),
+    "audit.trail": ("GET", "/audit", None, expect(403, 200, 403, 403, 403)),
+    "audit.trail_csv": ("GET", "/audit.csv", None, expect(403, 200, 403, 403, 403)),
 }
-
-READ_ONLY = {"records.grid": 200, "records.create": 403, "records.record": 200, "records.form:get": 200,
-             "records.form:post": 403, "records.form:new": 200}
-FULL = {"records.grid": 200, "records.create": 302, "records.record": 200, "records.form:get": 200,
-        "records.form:post": 302, "records.form:new": 200}
-EXPECTED = {
-    "coordinator": FULL,
-    "admin": FULL,
-    "investigator": READ_ONLY,
-    "monitor": READ_ONLY,
-    "coordinator_nth": dict.fromkeys(ENDPOINTS, 404),
-    "statistician": dict.fromkeys(ENDPOINTS, 403),
-    None: dict.fromkeys(ENDPOINTS, 302),
-}
+#: Routes open without a log-in, and why.
+PUBLIC = {"static", "bootstrap.static", "auth.login", "auth.logout"}
 
 
-@pytest.mark.parametrize("username", list(EXPECTED), ids=lambda u: u or "anonymous")
+@pytest.mark.parametrize("username", ROLES, ids=lambda u: u or "anonymous")
 @pytest.mark.parametrize("endpoint", list(ENDPOINTS))
 def test_record_endpoint_access(demo, username, endpoint):
     client = demo.test_client()
     if username:
         login(client, username)
-    method, url, data = ENDPOINTS[endpoint]
+    method, url, data, expected_by_role = ENDPOINTS[endpoint]
     response = client.open(url, method=method, data=data)
-    expected = EXPECTED[username][endpoint]
+    expected = expected_by_role[username]
     assert response.status_code == expected, f"{username} {method} {url}"
     if username is None:
         assert "/login" in response.headers["Location"]
@@ -51,13 +62,10 @@ def test_record_endpoint_access(demo, username, endpoint):
         assert OWN not in response.get_data(as_text=True)
 
 
-def test_every_record_route_is_in_the_access_table(app):
+def test_every_route_is_in_the_access_table(app):
     covered = {name.split(":")[0] for name in ENDPOINTS}
-    record_routes = {
-        rule.endpoint for rule in app.url_map.iter_rules()
-        if rule.endpoint.startswith("records.")
-    }
-    assert record_routes == covered
+    routes = {rule.endpoint for rule in app.url_map.iter_rules()}
+    assert routes - PUBLIC - covered == set(), "routes without an access-table entry"
 
 
 def test_other_site_records_never_listed(as_user):

@@ -89,7 +89,8 @@ def test_conflict_keeps_the_users_values(as_user):
     first = as_user("coordinator")
     second = as_user("admin")
     url = "/records/KMU-0001/treatment/1"
-    base = {"treatment_type": "2", "conservative_measures": ["1"], "form_status": "1", "version": "1"}
+    base = {"treatment_type": "2", "conservative_measures": ["1"], "form_status": "1", "version": "1",
+            "reason_choice": "New source document"}
     assert first.post(url, data=base).status_code == 302
     response = second.post(url, data={**base, "treatment_type": "3", "surgical_procedure": "Excision"})
     assert response.status_code == 409

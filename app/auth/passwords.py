@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import os
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-_hasher = PasswordHasher()
+
+def _hasher_from_environment() -> PasswordHasher:
+    """argon2id with the library's defaults (RFC 9106 low-memory profile), tunable per
+    deployment; hashes made with other parameters are upgraded at the next log-in."""
+    defaults = PasswordHasher()
+    return PasswordHasher(
+        time_cost=int(os.environ.get("CASEBOOK_ARGON2_TIME_COST", defaults.time_cost)),
+        memory_cost=int(os.environ.get("CASEBOOK_ARGON2_MEMORY_KIB", defaults.memory_cost)),
+        parallelism=int(os.environ.get("CASEBOOK_ARGON2_PARALLELISM", defaults.parallelism)),
+    )
+
+
+_hasher = _hasher_from_environment()
 
 MIN_LENGTH = 12
 MAX_LENGTH = 128

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from app.auth.models import Site
 from app.records.models import FormInstance, Record
+from app.review.models import DataQuery, QueryStatus
 
 
 @dataclass(slots=True)
@@ -17,6 +18,8 @@ class SiteSummary:
     site: Site
     records: int = 0
     forms_by_status: dict[int, int] = field(default_factory=dict)
+    open_queries: int = 0
+    answered_queries: int = 0
 
 
 def site_summaries(session: Session, sites: list[Site]) -> list[SiteSummary]:
@@ -40,4 +43,14 @@ def site_summaries(session: Session, sites: list[Site]) -> list[SiteSummary]:
         by_status[site_id][status] = count
     for site_id, counts in by_status.items():
         summaries[site_id].forms_by_status = counts
+    for site_id, status, count in session.execute(
+        select(DataQuery.site_id, DataQuery.status, func.count())
+        .join(Record, Record.id == DataQuery.record_id)
+        .where(DataQuery.site_id.in_(ids), live, DataQuery.status != QueryStatus.CLOSED)
+        .group_by(DataQuery.site_id, DataQuery.status)
+    ):
+        if status == QueryStatus.OPEN:
+            summaries[site_id].open_queries = count
+        else:
+            summaries[site_id].answered_queries = count
     return list(summaries.values())

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask_wtf import FlaskForm
-from wtforms import HiddenField, SelectField, TextAreaField
+from wtforms import BooleanField, HiddenField, SelectField, StringField
 from wtforms.validators import Length
 
 from app.records.models import FormInstance, FormStatus
@@ -20,6 +20,10 @@ from app.study.fieldtypes import field_type, select_choices
 
 MISSING_SUFFIX = "__missing"
 STATUS_CHOICES = [(s.value, s.label) for s in FormStatus]
+#: The usual reasons for changing recorded data (ICH E6), with free text beside them.
+REASON_CHOICES = [("", "—"), ("Transcription error", "Transcription error"),
+                  ("New source document", "New source document"), ("Query response", "Query response"),
+                  ("Other", "Other (explain)")]
 
 
 def build_form_class(study: Study, instrument: Instrument) -> type[FlaskForm]:
@@ -34,7 +38,10 @@ def build_form_class(study: Study, instrument: Instrument) -> type[FlaskForm]:
     attrs["form_status"] = SelectField("Form status", choices=select_choices(STATUS_CHOICES), coerce=int,
                                        default=FormStatus.INCOMPLETE.value)
     attrs["version"] = HiddenField(default="0")
-    attrs["reason"] = TextAreaField("Reason for change", validators=[Length(max=2000)])
+    attrs["reason_choice"] = SelectField("Reason for change", choices=select_choices(REASON_CHOICES),
+                                         validate_choice=False)
+    attrs["reason"] = StringField("Details", validators=[Length(max=2000)])
+    attrs["confirm_warnings"] = BooleanField("The values are correct (the warnings are recorded)")
     return type(f"{instrument.name.title().replace('_', '')}Form", (FlaskForm,), attrs)
 
 
@@ -61,6 +68,12 @@ def submission_from(instrument: Instrument, form: FlaskForm) -> Submission:
         if f.allow_missing_codes:
             missing[f.name] = form[f.name + MISSING_SUFFIX].data or None
     return Submission(values=values, missing=missing, status=form.form_status.data)
+
+
+def reason_from(form: FlaskForm) -> str | None:
+    """'Transcription error: dob typed as 2021', or just one of the two parts."""
+    parts = [p.strip() for p in (form.reason_choice.data or "", form.reason.data or "") if p and p.strip()]
+    return ": ".join(parts) or None
 
 
 def expected_version(form: FlaskForm) -> int:

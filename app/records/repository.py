@@ -19,6 +19,7 @@ from app.auth.models import Site, User
 from app.auth.permissions import Action, site_ids_for
 from app.errors import NotFoundError
 from app.records.models import FormInstance, Record
+from app.review.models import DataQuery, QueryStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,3 +125,43 @@ class RecordRepository:
                 .limit(limit)
             )
         )
+
+    def queries(self, record: Record) -> list[DataQuery]:
+        """All data queries of a record (already scoped by `get`), oldest first."""
+        return list(self.session.scalars(
+            select(DataQuery).where(DataQuery.record_id == record.id).order_by(DataQuery.id)
+        ))
+
+    def query(self, record: Record, query_id: int) -> DataQuery:
+        found = self.session.scalar(
+            select(DataQuery).where(DataQuery.id == query_id, DataQuery.record_id == record.id)
+        )
+        if found is None:
+            raise NotFoundError("No such query.")
+        return found
+
+    def site_queries(self, site: Site, status: QueryStatus | None) -> list[tuple[DataQuery, str]]:
+        """A site's queries with their record IDs (the site came from `site`, so it is scoped)."""
+        stmt = (
+            select(DataQuery, Record.label)
+            .join(Record, Record.id == DataQuery.record_id)
+            .where(DataQuery.site_id == site.id, Record.deleted_at.is_(None))
+            .order_by(DataQuery.updated_at.desc())
+        )
+        if status is not None:
+            stmt = stmt.where(DataQuery.status == status)
+        return [(q, label) for q, label in self.session.execute(stmt)]
+
+    def deleted(self) -> list[Record]:
+        """Soft-deleted records, for an admin to review or restore."""
+        if not self.user.is_admin:
+            return []
+        return list(self.session.scalars(
+            select(Record).where(Record.deleted_at.is_not(None)).order_by(Record.deleted_at.desc())
+        ))
+
+    def get_deleted(self, label: str) -> Record:
+        for record in self.deleted():
+            if record.label == label:
+                return record
+        raise NotFoundError("No such deleted record.")

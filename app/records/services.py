@@ -27,12 +27,15 @@ from app.db import utcnow
 from app.errors import ConflictError, NotFoundError, PermissionDenied, ValidationFailed
 from app.logic import evaluate, is_true, referenced_fields
 from app.records.models import FormInstance, FormStatus, Record
+from app.records.quality import rule_hits, shown_value
+from app.review.models import Signature
 from app.study.definition import Field, Instrument, Study
 from app.study.fieldtypes import FieldValueError, field_type
 
 RawValue = str | list[str] | None
 
 STATUS_FIELD = "__status__"
+REASON_FIELD = "reason"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +67,7 @@ class Actor:
     source: str = "web"
 
 
-def _audit(actor: Actor, record: Record, **kwargs: Any) -> AuditEntry:
+def audit_entry(actor: Actor, record: Record, **kwargs: Any) -> AuditEntry:
     return AuditEntry(
         user_id=actor.user.id, username=actor.user.username, site_id=record.site_id,
         record_id=record.id, record_label=record.label, source=actor.source, **kwargs,
@@ -84,7 +87,7 @@ def create_record(session: Session, actor: Actor, site: Site) -> Record:
     record = Record(site_id=site.id, number=number, label=f"{site.code}-{number:04d}", created_by_id=actor.user.id)
     session.add(record)
     session.flush()
-    append(session, [_audit(actor, record, action="create_record")])
+    append(session, [audit_entry(actor, record, action="create_record")])
     return record
 
 
@@ -213,15 +216,22 @@ def save_form(
     *,
     expected_version: int | None,
     reason: str | None = None,
+    confirm_warnings: bool = True,
 ) -> SaveOutcome:
     """Validate and save one form instance; raise ValidationFailed/ConflictError with nothing written.
 
     `instance=None` adds a new instance of a repeatable instrument. `expected_version` is
     the version the user started from (0 for a form never saved); None skips the check
-    (an API import with overwrite semantics).
+    (an API import with overwrite semantics). A change to a Complete form needs a
+    `reason`. Data-quality rule hits raise RuleWarnings unless `confirm_warnings`; when
+    confirmed they are saved and audited.
     """
     if not can(actor.user, Action.EDIT, record.site_id):
         raise PermissionDenied("You cannot change data at this site.")
+    if record.locked_at is not None:
+        raise RecordLocked(
+            "This record is locked after investigator sign-off. An investigator or admin must unlock it first."
+        )
     if not study.has_instrument(instrument_name):
         raise NotFoundError("No such form.")
     instrument = study.instrument(instrument_name)
@@ -263,12 +273,27 @@ def save_form(
         )
     data = {k: v for k, v in data.items() if v is not None}
 
+    reason = (reason or "").strip() or None
     entries = _diff(actor, record, instrument, instance, old_data, old_missing, data, missing, hidden, reason)
     if old_status != status:
-        entries.append(_audit(actor, record, action="status", instrument=instrument.name, instance=instance,
+        entries.append(audit_entry(actor, record, action="status", instrument=instrument.name, instance=instance,
                               old=None if old_status is None else str(old_status), new=str(status), reason=reason))
     if existing is not None and not entries:
         return SaveOutcome(existing, [], empty_required)
+    if old_status == FormStatus.COMPLETE and not reason:
+        raise ValidationFailed(
+            {REASON_FIELD: "This form was Complete: give a reason for the change."},
+            "Not saved: changes to a Complete form need a reason for change.",
+        )
+    scope = {**context, **data, **missing}
+    hits = rule_hits(study, study.rules_for(instrument.name), scope)
+    if hits and not confirm_warnings:
+        raise RuleWarnings({rule.field: rule.label for rule in hits})
+    entries += [
+        audit_entry(actor, record, action="dq_warning_confirmed", instrument=instrument.name, instance=instance,
+               field=rule.field, new=shown_value(study, rule.field, scope), reason=f"{rule.id}: {rule.label}")
+        for rule in hits
+    ]
 
     if existing is None:
         existing = FormInstance(record_id=record.id, instrument=instrument.name, instance=instance)
@@ -283,10 +308,71 @@ def save_form(
     except (StaleDataError, IntegrityError):
         raise ConflictError(_conflict_message(None)) from None
     append(session, entries)
+    _void_signatures(session, actor, record, f"Data changed after signature ({instrument.label})")
     if not instrument.repeatable:
         others = [f for f in forms if f is not existing]
         _recalculate_dependents(session, study, actor, record, instrument, others, existing)
     return SaveOutcome(existing, [e.field for e in entries if e.field], empty_required)
+
+
+class RecordLocked(PermissionDenied):
+    """The record is signed and locked; nothing may change until it is unlocked."""
+
+
+class RuleWarnings(ValidationFailed):
+    """Data-quality rules flag the values; the user may confirm them and save again."""
+
+    def __init__(self, warnings: dict[str, str]) -> None:
+        super().__init__(
+            warnings,
+            "Not saved yet: please check the warnings below. If the values are right, tick "
+            "'The values are correct' and save again; the confirmation is recorded.",
+        )
+
+
+def _void_signatures(session: Session, actor: Actor, record: Record, why: str) -> None:
+    """A change to a signed record voids its signatures (shown, and audited)."""
+    signatures = session.scalars(
+        select(Signature).where(Signature.record_id == record.id, Signature.voided_at.is_(None))
+    ).all()
+    for signature in signatures:
+        signature.voided_at = utcnow()
+        signature.void_reason = why
+    if signatures:
+        session.flush()
+        append(session, [
+            audit_entry(actor, record, action="signature_voided", old=s.meaning.value, new=None,
+                   reason=f"{why}; signed by {s.printed_name} at {s.signed_at:%Y-%m-%d %H:%M} UTC")
+            for s in signatures
+        ])
+
+
+def delete_record(session: Session, actor: Actor, record: Record, reason: str) -> None:
+    """Soft delete (admin only): the record disappears from lists but nothing is erased."""
+    if not actor.user.is_admin:
+        raise PermissionDenied("Only an admin can delete a record.")
+    if not reason.strip():
+        raise ValidationFailed({REASON_FIELD: "Give a reason for deleting the record."})
+    if record.deleted_at is not None:
+        raise ConflictError("This record is already deleted.")
+    record.deleted_at = utcnow()
+    record.deleted_reason = reason.strip()
+    session.flush()
+    append(session, [audit_entry(actor, record, action="delete_record", reason=reason.strip())])
+
+
+def restore_record(session: Session, actor: Actor, record: Record, reason: str) -> None:
+    """Undo a soft delete (admin only), audited with its reason."""
+    if not actor.user.is_admin:
+        raise PermissionDenied("Only an admin can restore a record.")
+    if not reason.strip():
+        raise ValidationFailed({REASON_FIELD: "Give a reason for restoring the record."})
+    if record.deleted_at is None:
+        raise ConflictError("This record is not deleted.")
+    record.deleted_at = None
+    record.deleted_reason = None
+    session.flush()
+    append(session, [audit_entry(actor, record, action="restore_record", reason=reason.strip())])
 
 
 def _conflict_message(existing: FormInstance | None) -> str:
@@ -314,7 +400,7 @@ def _diff(
             action, why = "calculate", None
         else:
             action, why = "update", reason
-        entries.append(_audit(actor, record, action=action, instrument=instrument.name, instance=instance,
+        entries.append(audit_entry(actor, record, action=action, instrument=instrument.name, instance=instance,
                               field=f.name, old=old, new=new, reason=why))
     return entries
 
@@ -344,7 +430,7 @@ def _recalculate_dependents(
         for f in calcs:
             value = _number_or_none(evaluate(f.calculation_tree, scope, codes))
             if data.get(f.name) != value:
-                entries.append(_audit(actor, record, action="calculate", instrument=form.instrument,
+                entries.append(audit_entry(actor, record, action="calculate", instrument=form.instrument,
                                       instance=form.instance, field=f.name, old=encode_cell(data.get(f.name)),
                                       new=encode_cell(value), reason=f"Recalculated after {changed.label} changed"))
                 data[f.name] = value
@@ -352,7 +438,13 @@ def _recalculate_dependents(
         if entries:
             form.data = {k: v for k, v in data.items() if v is not None}
             form.updated_at = utcnow()
-            session.flush()
+            try:
+                session.flush()
+            except StaleDataError:
+                raise ConflictError(
+                    f"{instrument.label} of this record was saved by someone else meanwhile, so its calculated "
+                    "values could not be updated. Nothing was saved: please save again."
+                ) from None
             append(session, entries)
 
 

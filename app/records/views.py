@@ -13,9 +13,27 @@ from app.auth.permissions import Action, can
 from app.errors import ConflictError, ValidationFailed
 from app.extensions import db
 from app.logic import to_json
-from app.records.forms import MISSING_SUFFIX, build_form_class, expected_version, initial_data, submission_from
+from app.records.forms import (
+    MISSING_SUFFIX,
+    build_form_class,
+    expected_version,
+    initial_data,
+    reason_from,
+    submission_from,
+)
 from app.records.repository import RecordRepository
-from app.records.services import STATUS_FIELD, Actor, create_record, record_context, save_form
+from app.records.services import (
+    STATUS_FIELD,
+    Actor,
+    RuleWarnings,
+    create_record,
+    delete_record,
+    record_context,
+    restore_record,
+    save_form,
+)
+from app.review.forms import QueryStepForm, RaiseQueryForm, ReasonForm
+from app.review.services import valid_signature
 from app.study import current_study
 from app.study.definition import Instrument
 from app.study.fieldtypes import field_type
@@ -76,8 +94,45 @@ def record(label: str) -> str:
     audit = [_audit_row(e) for e in repo.audit(rec)]
     return render_template(
         "records/record.html", record=rec, by_instrument=by_instrument, audit=audit,
-        can_edit=can(current_user, Action.EDIT, rec.site_id),
+        can_edit=can(current_user, Action.EDIT, rec.site_id) and rec.locked_at is None,
+        can_review=can(current_user, Action.REVIEW, rec.site_id),
+        signature=valid_signature(db.session, rec), queries=repo.queries(rec),
+        reason_form=ReasonForm(),
     )
+
+
+@bp.route("/records/<label>/delete", methods=["POST"])
+@login_required
+def delete(label: str) -> Response:
+    rec = _repo().get(label)
+    form = ReasonForm()
+    if not form.validate():
+        flash("Give a reason to delete the record.", "error")
+        return redirect(url_for("records.record", label=label))
+    delete_record(db.session, Actor(current_user), rec, form.reason.data or "")
+    flash(f"{rec.label} deleted. An admin can restore it from the list of deleted records.", "success")
+    return redirect(url_for("records.grid", site_code=rec.site.code))
+
+
+@bp.route("/records/deleted")
+@login_required
+def deleted() -> str:
+    if not current_user.is_admin:
+        abort(403, "Only an admin sees deleted records.")
+    return render_template("records/deleted.html", records=_repo().deleted(), reason_form=ReasonForm())
+
+
+@bp.route("/records/<label>/restore", methods=["POST"])
+@login_required
+def restore(label: str) -> Response:
+    rec = _repo().get_deleted(label)
+    form = ReasonForm()
+    if not form.validate():
+        flash("Give a reason to restore the record.", "error")
+        return redirect(url_for("records.deleted"))
+    restore_record(db.session, Actor(current_user), rec, form.reason.data or "")
+    flash(f"{rec.label} restored.", "success")
+    return redirect(url_for("records.record", label=label))
 
 
 def _audit_row(event: Any) -> dict[str, Any]:
@@ -129,16 +184,24 @@ def form(label: str, instrument: str, instance: int | None = None) -> str | Resp
     form = form_class(data=initial_data(inst, stored)) if request.method == "GET" else form_class()
     status = 200
     conflict = None
+    warnings = False
     if request.method == "POST":
         if not can_edit:
             abort(403, "You can view this form but not change it.")
+        if rec.locked_at is not None:
+            abort(403, "This record is locked after sign-off; it must be unlocked before it can change.")
         if form.validate():
             try:
                 outcome = save_form(
                     db.session, study, Actor(current_user), rec, inst.name, instance,
                     submission_from(inst, form), expected_version=expected_version(form),
-                    reason=(form.reason.data or "").strip() or None,
+                    reason=reason_from(form), confirm_warnings=bool(form.confirm_warnings.data),
                 )
+            except RuleWarnings as exc:
+                _attach_errors(form, exc.errors)
+                flash(exc.message, "warning")
+                warnings = True
+                status = 422
             except ValidationFailed as exc:
                 _attach_errors(form, exc.errors)
                 flash(exc.message, "error")
@@ -159,10 +222,17 @@ def form(label: str, instrument: str, instance: int | None = None) -> str | Resp
         else:
             status = 422
     others = [f for f in repo.forms(rec) if (f.instrument, f.instance) != (inst.name, instance)]
+    queries: dict[str, list[Any]] = {}
+    for query in repo.queries(rec):
+        if (query.instrument, query.instance) == (inst.name, instance):
+            queries.setdefault(query.field, []).append(query)
     return render_template(
         "records/form.html", record=rec, instrument=inst, instance=instance, form=form, stored=stored,
-        can_edit=can_edit, conflict=conflict, missing_suffix=MISSING_SUFFIX,
-        logic=_logic_for(inst), context=record_context(study, others),
+        can_edit=can_edit and rec.locked_at is None, conflict=conflict, missing_suffix=MISSING_SUFFIX,
+        warnings=warnings, queries=queries, can_query=can(current_user, Action.QUERY, rec.site_id),
+        can_answer=can(current_user, Action.EDIT, rec.site_id), step_form=QueryStepForm(),
+        raise_form=RaiseQueryForm(instrument=inst.name, instance=instance or 1),
+        logic=_logic_for(inst), rules=_rules_for(inst), context=record_context(study, others),
         missing_codes=sorted(study.missing_code_values),
     ), status
 
@@ -207,3 +277,8 @@ def _logic_for(inst: Instrument) -> dict[str, dict[str, Any]]:
         if entry:
             logic[f.name] = entry
     return logic
+
+
+def _rules_for(inst: Instrument) -> list[dict[str, Any]]:
+    """Data-quality rules of this form for live warnings in the browser."""
+    return [{"field": r.field, "label": r.label, "tree": to_json(r.tree)} for r in current_study().rules_for(inst.name)]

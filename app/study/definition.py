@@ -72,6 +72,17 @@ class Field:
 
 
 @dataclass(frozen=True, slots=True)
+class Rule:
+    """A data-quality rule: `tree` evaluates TRUE when the data look wrong at `field`."""
+
+    id: str
+    label: str
+    field: str
+    logic: str
+    tree: Expr
+
+
+@dataclass(frozen=True, slots=True)
 class Instrument:
     name: str
     label: str
@@ -102,6 +113,7 @@ class Study:
     record_id_label: str
     missing_codes: tuple[MissingCode, ...]
     instruments: tuple[Instrument, ...]
+    rules: tuple[Rule, ...] = ()
     _fields: Mapping[str, Field] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
@@ -137,6 +149,10 @@ class Study:
     def iter_fields(self) -> Iterator[Field]:
         for inst in self.instruments:
             yield from inst.fields
+
+    def rules_for(self, instrument: str) -> tuple[Rule, ...]:
+        """Rules shown on a form: those whose field belongs to `instrument`."""
+        return tuple(r for r in self.rules if self._fields[r.field].instrument == instrument)
 
     @property
     def identifier_fields(self) -> tuple[Field, ...]:

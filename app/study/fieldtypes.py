@@ -25,8 +25,10 @@ class FieldValueError(ValueError):
     """A value a user typed that the field cannot take; the message is shown next to the field."""
 
 
-_INT_RE = re.compile(r"^[+-]?\d+$")
-_NUMBER_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+_INT_RE = re.compile(r"^[+-]?\d+$", re.ASCII)
+#: Whole numbers stay exact in every export format (float64 holds 15 digits exactly).
+MAX_INTEGER_DIGITS = 15
+_NUMBER_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$", re.ASCII)
 
 
 class FieldType:
@@ -59,9 +61,9 @@ class FieldType:
 
     def check_range(self, field: Field, value: Any, shown: str) -> None:
         if field.min is not None and value < field.min:
-            raise FieldValueError(f"Must be at least {field.min}; {shown} is below it.")
+            raise FieldValueError(f"Must be at least {_bound(field.min)}; {shown} is below it.")
         if field.max is not None and value > field.max:
-            raise FieldValueError(f"Must be at most {field.max}; {shown} is above it.")
+            raise FieldValueError(f"Must be at most {_bound(field.max)}; {shown} is above it.")
 
     def to_form(self, value: Any) -> str | list[str]:
         """The stored value as the form shows it."""
@@ -94,6 +96,8 @@ class IntegerType(FieldType):
     def parse_text(self, field: Field, text: str) -> int:
         if not _INT_RE.match(text):
             raise FieldValueError(f"Enter a whole number (for example 12); '{text}' is not one.")
+        if len(text.lstrip("+-0")) > MAX_INTEGER_DIGITS:
+            raise FieldValueError(f"Too large: a whole number has at most {MAX_INTEGER_DIGITS} digits.")
         value = int(text)
         self.check_range(field, value, text)
         return value
@@ -301,6 +305,10 @@ class DescriptiveType(FieldType):
 
     def parse(self, field: Field, raw: str | list[str] | None) -> None:
         return None
+
+
+def _bound(value: Any) -> str:
+    return format_number(value) if isinstance(value, float) else str(value)
 
 
 def select_choices(pairs: Iterable[tuple[Any, str]]) -> list[SelectChoice]:

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from app.logic import LogicError, checkbox_refs, parse, referenced_fields
-from app.study.definition import Choice, Field, Instrument, MissingCode, Study
+from app.study.definition import Choice, Field, Instrument, MissingCode, Rule, Study
 from app.study.fieldtypes import FIELD_TYPES, YESNO_CHOICES, FieldValueError
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,99}$")
@@ -136,6 +136,7 @@ def load_study(directory: str | Path) -> Study:
     if record_id_field in fields:
         problems.add(study_path, raw[LINE_KEY], "record_id_field", f"'{record_id_field}' is also a field name")
     _check_logic(instruments, fields, root, problems)
+    rules = _load_rules(root / "rules.yaml", instruments, fields, problems, digest)
 
     if problems.items:
         raise StudyDefinitionError(problems.items)
@@ -150,6 +151,7 @@ def load_study(directory: str | Path) -> Study:
         record_id_label=_text(raw.get("record_id_label")) or "Record ID",
         missing_codes=tuple(missing_codes),
         instruments=tuple(instruments),
+        rules=tuple(rules),
         _fields=MappingProxyType(fields),
     )
 
@@ -328,8 +330,33 @@ def _check_unique_fields(instruments: list[Instrument], root: Path, problems: _P
     return fields
 
 
-def _check_logic(instruments: list[Instrument], fields: dict[str, Field], root: Path, problems: _Problems) -> None:
+def _check_refs(
+    key: str, tree: Any, instrument: str, fields: dict[str, Field], repeatable: set[str],
+    report: Any, self_name: str | None = None,
+) -> None:
     """Every field that logic names must exist, be reachable, and be a checkbox where (code) is used."""
+    for ref in sorted(referenced_fields(tree)):
+        target = fields.get(ref)
+        if target is None:
+            report(f"{key} names [{ref}], which is not a field", ref)
+        elif target.instrument != instrument and target.instrument in repeatable:
+            report(
+                f"{key} names [{ref}] of repeatable instrument '{target.instrument}'; "
+                "logic can only use fields of its own instance or of non-repeatable instruments", None,
+            )
+        elif ref == self_name:
+            report(f"{key} refers to the field itself", None)
+    for ref, code in sorted(checkbox_refs(tree)):
+        target = fields.get(ref)
+        if target is None:
+            continue
+        if target.type != "checkbox":
+            report(f"{key} uses [{ref}({code})] but {ref} is not a checkbox", None)
+        elif code not in target.choice_codes:
+            report(f"{key} uses [{ref}({code})] but {ref} has no choice '{code}'", None)
+
+
+def _check_logic(instruments: list[Instrument], fields: dict[str, Field], root: Path, problems: _Problems) -> None:
     repeatable = {inst.name for inst in instruments if inst.repeatable}
     for instrument in instruments:
         path = root / "instruments" / f"{instrument.name}.yaml"
@@ -337,27 +364,63 @@ def _check_logic(instruments: list[Instrument], fields: dict[str, Field], root: 
             for key, tree in (("branching", field.branching_tree), ("calculation", field.calculation_tree)):
                 if tree is None:
                     continue
-                where = f"field '{field.name}'"
-                for ref in sorted(referenced_fields(tree)):
-                    target = fields.get(ref)
-                    if target is None:
-                        if ref not in problems.broken_fields:
-                            problems.add(path, field.line, where, f"{key} names [{ref}], which is not a field")
-                    elif target.instrument != instrument.name and target.instrument in repeatable:
-                        problems.add(
-                            path, field.line, where,
-                            f"{key} names [{ref}] of repeatable instrument '{target.instrument}'; "
-                            "logic can only use fields of its own instance or of non-repeatable instruments",
-                        )
-                    elif ref == field.name:
-                        problems.add(path, field.line, where, f"{key} refers to the field itself")
-                for ref, code in sorted(checkbox_refs(tree)):
-                    target = fields.get(ref)
-                    if target is None:
-                        continue
-                    if target.type != "checkbox":
-                        message = f"{key} uses [{ref}({code})] but {ref} is not a checkbox"
-                        problems.add(path, field.line, where, message)
-                    elif code not in target.choice_codes:
-                        message = f"{key} uses [{ref}({code})] but {ref} has no choice '{code}'"
-                        problems.add(path, field.line, where, message)
+
+                def report(message: str, missing_ref: str | None, field: Field = field, path: Path = path) -> None:
+                    if missing_ref is None or missing_ref not in problems.broken_fields:
+                        problems.add(path, field.line, f"field '{field.name}'", message)
+
+                _check_refs(key, tree, instrument.name, fields, repeatable, report, field.name)
+
+
+RULE_KEYS = {"id", "label", "field", "logic"}
+
+
+def _load_rules(
+    path: Path, instruments: list[Instrument], fields: dict[str, Field], problems: _Problems, digest: Any
+) -> list[Rule]:
+    """Data-quality rules from `rules.yaml` (optional file): same logic language as branching."""
+    if not path.exists():
+        return []
+    raw = _read_yaml(path, problems)
+    if raw is None:
+        return []
+    digest.update(path.read_bytes())
+    items = raw.get("rules") if isinstance(raw, dict) else None
+    if not isinstance(items, list):
+        problems.add(path, None, "rules", "must be a list of {id, label, field, logic}")
+        return []
+    repeatable = {inst.name for inst in instruments if inst.repeatable}
+    rules: list[Rule] = []
+    for item in items:
+        line = item.get(LINE_KEY) if isinstance(item, dict) else None
+        rule_id = str(item.get("id") or "") if isinstance(item, dict) else ""
+        where = f"rule '{rule_id}'" if rule_id else "rule"
+        before = len(problems.items)
+
+        def report(message: str, missing_ref: str | None, line: int | None = line, where: str = where) -> None:
+            problems.add(path, line, where, message)
+
+        if not isinstance(item, dict):
+            problems.add(path, None, "rules", f"{item!r} is not a rule mapping")
+            continue
+        for key in sorted(set(item) - RULE_KEYS - {LINE_KEY}):
+            report(f"unknown key '{key}' (expected one of {', '.join(sorted(RULE_KEYS))})", None)
+        if not NAME_RE.match(rule_id):
+            report("needs an id of lower-case letters, digits and _", None)
+        elif any(r.id == rule_id for r in rules):
+            report("id used twice", None)
+        if not item.get("label"):
+            report("needs a label", None)
+        target = fields.get(str(item.get("field") or ""))
+        if target is None:
+            report(f"field '{item.get('field')}' is not a field of the study", None)
+        tree = None
+        try:
+            tree = parse(str(item.get("logic") or ""))
+        except LogicError as exc:
+            report(f"logic: {exc}", None)
+        if tree is not None and target is not None:
+            _check_refs("logic", tree, target.instrument, fields, repeatable, report)
+        if len(problems.items) == before and tree is not None and target is not None:
+            rules.append(Rule(rule_id, str(item["label"]), target.name, str(item["logic"]), tree))
+    return rules

@@ -10,6 +10,7 @@
   var logic = JSON.parse(document.getElementById("cb-logic").textContent);
   var context = JSON.parse(document.getElementById("cb-context").textContent);
   var codes = JSON.parse(document.getElementById("cb-missing-codes").textContent);
+  var rules = JSON.parse(document.getElementById("cb-rules").textContent);
   var suffix = form.dataset.missingSuffix;
   var rows = Array.prototype.slice.call(form.querySelectorAll(".cb-field[data-field]"));
   var names = rows.map(function (row) { return row.dataset.field; });
@@ -72,11 +73,21 @@
       if (nowHidden.join(",") === hidden.join(",")) { break; }
       hidden = nowHidden;
     }
+    var finalScope = Object.assign({}, context, data);
+    hidden.forEach(function (name) { finalScope[name] = ""; });
     rows.forEach(function (row) {
       var name = row.dataset.field;
       row.hidden = hidden.indexOf(name) !== -1;
       if (logic[name] && logic[name].calc) {
         inputsOf(name).forEach(function (input) { input.value = formatNumber(data[name]); });
+      }
+      var warning = document.getElementById(name + "-warning");
+      if (warning) {
+        var messages = rules.filter(function (rule) {
+          return rule.field === name && Logic.isTrue(Logic.evaluate(rule.tree, finalScope, codes));
+        }).map(function (rule) { return "Check: " + rule.label + "."; });
+        warning.textContent = messages.join(" ");
+        warning.hidden = messages.length === 0;
       }
       var coded = missingCodeOf(name) !== "";
       inputsOf(name).forEach(function (input) {
