@@ -13,9 +13,10 @@ import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from flask import Flask
+from flask import Flask, g, has_app_context
 from flask.testing import FlaskClient
 from flask_migrate import upgrade
 from sqlalchemy import text
@@ -38,9 +39,29 @@ def pg_url() -> str:
     return DATABASE_URL.replace("postgresql://", "postgresql+psycopg://", 1)
 
 
+class IsolatedClient(FlaskClient):
+    """A test client whose requests never see another client's log-in.
+
+    Tests keep an app context open (to use `db.session`), and Flask reuses it for
+    requests, so Flask-Login's cached user in `g` would leak from one client's request
+    into the next client's. In production every request has its own context.
+    """
+
+    def open(self, *args: Any, **kwargs: Any) -> Any:
+        if has_app_context():
+            g.pop("_login_user", None)
+        try:
+            return super().open(*args, **kwargs)
+        finally:
+            if has_app_context():
+                g.pop("_login_user", None)
+
+
 def make_app(url: str, **overrides: object) -> Flask:
     config = {"TESTING": True, "SQLALCHEMY_DATABASE_URI": url, "WTF_CSRF_ENABLED": False, **overrides}
-    return create_app(config)
+    application = create_app(config)
+    application.test_client_class = IsolatedClient
+    return application
 
 
 def _reset_postgres(app: Flask) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from app.audit.services import append
@@ -78,7 +78,7 @@ class ReviewItem:
 def awaiting_signature(session: Session, user: User, site_id: int | None = None) -> list[ReviewItem]:
     """Records of the user's review sites whose forms are all Complete and that nobody has signed."""
     allowed = site_ids_for(user, Action.REVIEW)
-    complete = func.sum(func.cast(FormInstance.status == FormStatus.COMPLETE, FormInstance.status.type))
+    complete = func.sum(case((FormInstance.status == FormStatus.COMPLETE, 1), else_=0))
     stmt = (
         select(Record, func.count(FormInstance.id))
         .join(FormInstance, FormInstance.record_id == Record.id)
