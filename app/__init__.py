@@ -9,7 +9,7 @@ from flask import Flask
 
 from app import models  # noqa: F401 - registers every table on the metadata
 from app.config import build_config
-from app.extensions import bootstrap, csrf, db, login_manager, migrate
+from app.extensions import bootstrap, csrf, db, limiter, login_manager, migrate
 from app.study import load_study
 
 __version__ = "0.1.0"
@@ -32,6 +32,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
                      render_as_batch=True, compare_type=True)
     csrf.init_app(app)
     bootstrap.init_app(app)
+    limiter.init_app(app)
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
     login_manager.login_message = "Please log in to continue."
@@ -40,10 +41,13 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.extensions["casebook.study"] = load_study(app.config["STUDY_DIR"])
 
     from app import web
+    from app.api.views import bp as api_bp
     from app.audit.views import bp as audit_bp
     from app.auth.views import bp as auth_bp
     from app.cli import register_cli
     from app.dashboard.views import bp as dashboard_bp
+    from app.dictionary.views import bp as dictionary_bp
+    from app.exports.views import bp as exports_bp
     from app.records.views import bp as records_bp
     from app.review.views import bp as review_bp
 
@@ -52,6 +56,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(records_bp)
     app.register_blueprint(review_bp)
     app.register_blueprint(audit_bp)
+    app.register_blueprint(api_bp)
+    csrf.exempt(api_bp)  # token-authenticated, never by cookie: nothing for CSRF to protect
+    app.register_blueprint(dictionary_bp)
+    app.register_blueprint(exports_bp)
     web.init_app(app)
     register_cli(app)
     return app

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import click
@@ -15,13 +16,18 @@ from flask import Flask
 from flask.cli import AppGroup
 from sqlalchemy import select
 
-from app.audit.services import verify_chain
+from app.api.tokens import issue_token, revoke_tokens
+from app.audit.services import AuditEntry, append, verify_chain
 from app.auth.models import Site, SiteRole, StudyRole, User
 from app.auth.services import SiteGrant, create_site, create_user, set_password
+from app.backup import BackupError, backup, restore
 from app.demo.services import DEMO_PASSWORD, DEMO_USERS, load_demo
+from app.dictionary.cli import dictionary_cli
 from app.errors import CasebookError
+from app.exports.cli import export_command
 from app.extensions import db
 from app.study import current_study
+from app.synthetic.cli import seed_synthetic_command
 
 ROLE_NAMES = [r.value for r in SiteRole] + [r.value for r in StudyRole]
 
@@ -118,6 +124,28 @@ def users_list() -> None:
         click.echo(f"{user.username}\t{user.full_name}\t{', '.join(roles)}\t{'active' if user.active else 'disabled'}")
 
 
+@users_cli.command("api-token")
+@click.argument("username")
+@click.option("--revoke", is_flag=True, help="Revoke the user's token instead of issuing a new one.")
+def users_api_token(username: str, revoke: bool) -> None:
+    """Issue a user's API token (printed once, only a hash is kept; a new token revokes the old one)."""
+    with transaction():
+        user = db.session.scalar(select(User).where(User.username == username.lower()))
+        if user is None:
+            raise click.ClickException(f"No user named {username}.")
+        if not revoke and not user.active:
+            raise click.ClickException(f"{user.username} is disabled and cannot have an API token.")
+        if revoke:
+            revoked = revoke_tokens(db.session, user, source="cli")
+        else:
+            token = issue_token(db.session, user, source="cli")
+    if revoke:
+        click.echo(f"Revoked {revoked} API token(s) of {user.username}.")
+        return
+    click.echo(f"API token for {user.username} (shown only now; any older token no longer works):", err=True)
+    click.echo(token)
+
+
 @study_cli.command("check")
 def study_check() -> None:
     """Print a summary of the loaded definition (it was validated when the app started)."""
@@ -155,6 +183,39 @@ def audit_verify() -> None:
     )
 
 
+@click.command("backup")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def backup_command(path: Path) -> None:
+    """Write a consistent backup of the database to PATH (SQLite online backup; pg_dump)."""
+    with transaction():
+        append(db.session, [AuditEntry(action="backup", username="cli", new=str(path), source="cli")])
+    try:
+        digest = backup(db.engine, path)
+    except BackupError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"Backup written to {path} (sha256 {digest}).")
+
+
+@click.command("restore")
+@click.argument("path", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def restore_command(path: Path, yes: bool) -> None:
+    """Replace ALL data with the backup at PATH; the audit trail records the restore."""
+    if not yes:
+        click.confirm(f"Replace every record in the database with the backup {path}?", abort=True)
+    db.session.remove()
+    try:
+        digest = restore(db.engine, path)
+    except BackupError as exc:
+        raise click.ClickException(exc.message) from None
+    with transaction():
+        append(db.session, [AuditEntry(action="restore", username="cli", new=str(path),
+                                       reason=f"sha256 {digest}", source="cli")])
+    report = verify_chain(db.session)
+    click.echo(f"Restored from {path}. Audit trail {'intact' if report.ok else 'BROKEN'}: {report.checked} rows.")
+
+
 def register_cli(app: Flask) -> None:
-    for command in (sites_cli, users_cli, study_cli, audit_cli, demo_command):
+    for command in (sites_cli, users_cli, study_cli, audit_cli, demo_command, backup_command, restore_command,
+                    dictionary_cli, export_command, seed_synthetic_command):
         app.cli.add_command(command)

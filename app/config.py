@@ -49,4 +49,12 @@ def build_config(instance_path: Path) -> dict[str, object]:
         "MAX_CONTENT_LENGTH": 16 * 1024 * 1024,
         "WTF_CSRF_TIME_LIMIT": 12 * 3600,
         "RECORDS_PER_PAGE": 50,
+        "RATELIMIT_STORAGE_URI": os.environ.get("RATELIMIT_STORAGE_URI", "memory://"),
+        "RATELIMIT_HEADERS_ENABLED": True,
+        "LOGIN_RATE_LIMIT": os.environ.get("CASEBOOK_LOGIN_RATE_LIMIT", "20 per minute"),
+        "API_RATE_LIMIT": os.environ.get("CASEBOOK_API_RATE_LIMIT", "600 per minute"),
+        # OWASP ASVS / REDCap defaults: 30 minutes idle, 12 hours at most.
+        "SESSION_IDLE_SECONDS": int(os.environ.get("CASEBOOK_SESSION_IDLE_SECONDS", 30 * 60)),
+        "SESSION_ABSOLUTE_SECONDS": int(os.environ.get("CASEBOOK_SESSION_ABSOLUTE_SECONDS", 12 * 3600)),
+        "SESSION_WARNING_SECONDS": 120,
     }

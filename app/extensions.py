@@ -1,6 +1,8 @@
 """Flask extensions, created unbound so that `create_app` can bind them per app."""
 
 from flask_bootstrap import Bootstrap5
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
@@ -13,3 +15,6 @@ migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()
 bootstrap = Bootstrap5()
+#: Per-IP limits on log-in and the API. Storage comes from RATELIMIT_STORAGE_URI: memory for
+#: one process, redis://... when several processes serve (so they share the counts).
+limiter = Limiter(key_func=get_remote_address)

@@ -11,13 +11,15 @@ import logging
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from flask import Flask, Response, flash, redirect, render_template, request, url_for
-from flask_login import current_user
+from flask import Flask, Response, current_app, flash, redirect, render_template, request, session, url_for
+from flask_login import current_user, logout_user
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
+from app.audit.services import AuditEntry, append
 from app.auth.models import Site, User
+from app.auth.sessions import expiry_reason
 from app.errors import ConflictError, NotFoundError, PermissionDenied
 from app.extensions import db, login_manager
 
@@ -61,7 +63,34 @@ def _security_headers(response: Response) -> Response:
     return response
 
 
+SESSION_ENDED = {
+    "idle": "You were logged out after {minutes} minutes without activity. Nothing unsaved was kept.",
+    "absolute": "Your session reached its {hours}-hour limit; please log in again.",
+}
+
+
+def _enforce_session_lifetime() -> Response | None:
+    """End a logged-in web session that was idle too long or is too old (API tokens are exempt)."""
+    if request.blueprint == "api" or request.endpoint == "static" or not current_user.is_authenticated:
+        return None
+    config = current_app.config
+    reason = expiry_reason(session, config["SESSION_IDLE_SECONDS"], config["SESSION_ABSOLUTE_SECONDS"])
+    if reason is None:
+        return None
+    user = current_user._get_current_object()
+    append(db.session, [AuditEntry(action="session_expired", user_id=user.id, username=user.username,
+                                   reason=reason)])
+    db.session.commit()
+    logout_user()
+    session.clear()
+    flash(SESSION_ENDED[reason].format(minutes=config["SESSION_IDLE_SECONDS"] // 60,
+                                       hours=config["SESSION_ABSOLUTE_SECONDS"] // 3600), "warning")
+    target = request.full_path if request.method == "GET" else None
+    return redirect(url_for("auth.login", next=target))
+
+
 def init_app(app: Flask) -> None:
+    app.before_request(_enforce_session_lifetime)
     app.after_request(_security_headers)
     app.after_request(_finish_transaction)
 
@@ -96,6 +125,13 @@ def init_app(app: Flask) -> None:
             message="The database cannot be reached just now. Nothing was saved; please try again in a minute.",
         ), 503
 
+    @app.errorhandler(429)
+    def _too_many(exc: HTTPException) -> tuple[str, int]:
+        return render_template(
+            "error.html", title="Too many requests",
+            message="Too many attempts from your network address. Please wait a minute and try again.",
+        ), 429
+
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> tuple[str, int]:
         return render_template("error.html", title=exc.name, message=exc.description), exc.code or 500
@@ -113,4 +149,5 @@ def init_app(app: Flask) -> None:
     def _globals() -> dict[str, object]:
         from app.study import current_study
 
-        return {"study": current_study()}
+        return {"study": current_study(), "session_idle_seconds": current_app.config["SESSION_IDLE_SECONDS"],
+                "session_warning_seconds": current_app.config["SESSION_WARNING_SECONDS"]}

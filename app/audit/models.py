@@ -22,6 +22,10 @@ class AuditEvent(Base):
     __table_args__ = (
         Index("ix_audit_event_record_id_id", "record_id", "id"),
         Index("ix_audit_event_occurred_at", "occurred_at"),
+        # Every log-in counts the user's recent failures; without this it scans the whole trail.
+        Index("ix_audit_event_username_action_occurred_at", "username", "action", "occurred_at"),
+        # The audit page's action filter and its list of actions.
+        Index("ix_audit_event_action_id", "action", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

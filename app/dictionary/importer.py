@@ -39,6 +39,7 @@ _INT_RE = re.compile(r"^[+-]?\d+$")
 _NUMBER_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 _UNITS_RE = re.compile(re.escape(UNITS_TAG) + r"""=(?:"([^"]*)"|'([^']*)')""")
 _TAG_RE = re.compile(r"@[A-Z][A-Z0-9_-]*")
+RULES_FILE = "rules.yaml"
 
 #: REDCap text validations that become a Casebook type, and what the mapping loses.
 TEXT_VALIDATIONS: dict[str, tuple[str, str | None]] = {
@@ -433,10 +434,17 @@ def _dump(doc: Mapping[str, Any]) -> str:
     return yaml.safe_dump(dict(doc), sort_keys=False, allow_unicode=True, width=100_000, default_flow_style=False)
 
 
-def check_definition(definition: ImportedDefinition) -> Study:
-    """Load the files with the real loader (in a scratch folder); raise StudyDefinitionError if refused."""
+def check_definition(definition: ImportedDefinition, keep_from: Path | None = None) -> Study:
+    """Load the files with the real loader (in a scratch folder); raise StudyDefinitionError if refused.
+
+    `keep_from` is the folder the definition will be written to: its data-quality rules
+    (`rules.yaml`, which a dictionary does not carry) stay, so they are checked too.
+    """
     with tempfile.TemporaryDirectory(prefix="casebook-dictionary-") as scratch:
         write_definition(definition, Path(scratch))
+        rules = keep_from / RULES_FILE if keep_from else None
+        if rules and rules.exists():
+            shutil.copyfile(rules, Path(scratch) / RULES_FILE)
         return load_study(scratch)
 
 

@@ -60,6 +60,8 @@ class FormInstance(Base):
         CheckConstraint("instance >= 1", name="instance_positive"),
         CheckConstraint("status in (0, 1, 2)", name="status_valid"),
         Index("ix_form_instance_instrument_status", "instrument", "status"),
+        # Dashboard and review-list counts of form statuses per record, read from the index alone.
+        Index("ix_form_instance_record_id_status", "record_id", "status"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -1,0 +1,168 @@
+"""The disclosure check: how many records share each combination of quasi-identifiers.
+
+A rare condition means small numbers: a single preterm girl at one site may be
+recognisable from site, sex and gestational age alone. The check counts records per
+combination in a first, cheap pass (only the forms holding quasi-identifiers are read,
+and only the counts are kept), so the second pass can suppress the small cells or the
+export can be refused before any file is written.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from app.errors import CasebookError
+from app.exports.profiles import DisclosureRule
+from app.exports.source import FormRow
+from app.logic import evaluate, is_true, referenced_fields
+from app.study.definition import MissingCode, Study
+
+#: The code a suppressed cell carries, so that it is never mistaken for a blank or a value.
+SUPPRESSED = MissingCode("SUPP", "Suppressed (disclosure control)")
+
+Forms = Mapping[tuple[str, int], FormRow]
+
+
+class ExportRefused(CasebookError):
+    """The profile refuses to export while some combination has fewer than k records."""
+
+
+@dataclass(frozen=True, slots=True)
+class DisclosureReport:
+    """What the manifest and the preview say; it names no combination's values, since those
+    values are exactly what would single out the few records concerned."""
+
+    k: int
+    quasi_identifiers: tuple[str, ...]
+    action: str
+    exempt: str | None
+    records_checked: int
+    records_exempt: int
+    combinations: int
+    small_combinations: int
+    records_in_small_combinations: int
+
+    @property
+    def passed(self) -> bool:
+        return self.small_combinations == 0
+
+    @property
+    def refused(self) -> bool:
+        return not self.passed and self.action == "refuse"
+
+    @property
+    def suppressed_records(self) -> int:
+        return self.records_in_small_combinations if self.action == "suppress" else 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "k": self.k,
+            "quasi_identifiers": list(self.quasi_identifiers),
+            "action": self.action,
+            "exempt": self.exempt,
+            "records_checked": self.records_checked,
+            "records_exempt": self.records_exempt,
+            "combinations": self.combinations,
+            "combinations_below_k": self.small_combinations,
+            "records_in_combinations_below_k": self.records_in_small_combinations,
+            "records_suppressed": self.suppressed_records,
+            "result": "passed" if self.passed else ("refused" if self.refused else "suppressed"),
+        }
+
+
+class DisclosureCheck:
+    """Count in a first pass (`add`), then `finish`; then, while writing, `suppressed` answers per
+    record and tallies what leaves unsuppressed, and `verify` checks that tally at the end."""
+
+    def __init__(self, rule: DisclosureRule, study: Study) -> None:
+        self.rule = rule
+        self.study = study
+        self._counts: Counter[tuple[str, ...]] = Counter()
+        self._exempt = 0
+        self._exported: Counter[tuple[str, ...]] = Counter()
+        self.instruments = frozenset(
+            study.field(name).instrument
+            for name in rule.fields | _exempt_fields(rule)
+        )
+
+    def _scope(self, forms: Forms) -> dict[str, Any]:
+        scope: dict[str, Any] = {}
+        for form in forms.values():
+            if form.instance == 1 and form.instrument in self.instruments:
+                scope.update(form.data)
+                scope.update(form.missing)
+        return scope
+
+    def key(self, site_code: str, forms: Forms) -> tuple[str, ...] | None:
+        """The record's combination, or None for an exempt record (public already)."""
+        scope = self._scope(forms)
+        codes = self.study.missing_code_values
+        if self.rule.exempt_tree is not None and is_true(evaluate(self.rule.exempt_tree, scope, codes)):
+            return None
+        parts = []
+        for qi in self.rule.quasi_identifiers:
+            if qi.field is None:
+                parts.append(site_code)
+                continue
+            value = scope.get(qi.field)
+            if value is None:
+                parts.append("")
+            elif isinstance(value, str) and value in codes:
+                parts.append(value)
+            elif qi.bands:
+                parts.append(qi.band(float(value)))
+            else:
+                parts.append(",".join(value) if isinstance(value, list) else str(value))
+        return tuple(parts)
+
+    def add(self, site_code: str, forms: Forms) -> None:
+        key = self.key(site_code, forms)
+        if key is None:
+            self._exempt += 1
+        else:
+            self._counts[key] += 1
+
+    def finish(self) -> DisclosureReport:
+        small = {key: n for key, n in self._counts.items() if n < self.rule.k}
+        return DisclosureReport(
+            k=self.rule.k,
+            quasi_identifiers=tuple(q.name for q in self.rule.quasi_identifiers),
+            action=self.rule.action,
+            exempt=self.rule.exempt,
+            records_checked=sum(self._counts.values()),
+            records_exempt=self._exempt,
+            combinations=len(self._counts),
+            small_combinations=len(small),
+            records_in_small_combinations=sum(small.values()),
+        )
+
+    def begin_export(self) -> None:
+        self._exported.clear()
+
+    def suppressed(self, site_code: str, forms: Forms) -> bool:
+        """True when the record's quasi-identifier cells must be suppressed (after `finish`).
+
+        A combination the census never saw (a record added since) counts as small.
+        """
+        key = self.key(site_code, forms)
+        if key is None:
+            return False
+        small = self._counts[key] < self.rule.k if key in self._counts else True
+        if small and self.rule.action == "suppress":
+            return True
+        self._exported[key] += 1
+        return False
+
+    def verify(self) -> None:
+        """Every combination that left unsuppressed must hold k records in the files themselves,
+        whatever changed in the database between the census and the writing."""
+        if any(n < self.rule.k for n in self._exported.values()):
+            raise ExportRefused("The records changed while the export was being made, so nothing was "
+                                "exported. Please export again.")
+
+
+def _exempt_fields(rule: DisclosureRule) -> frozenset[str]:
+    return referenced_fields(rule.exempt_tree) if rule.exempt_tree is not None else frozenset()

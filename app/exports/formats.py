@@ -1,0 +1,241 @@
+"""Writers for the tabular formats: CSV (codes and labels), Parquet, Stata and SPSS.
+
+CSV and Parquet are written batch by batch while the records stream past. Stata and
+SPSS writers (pyreadstat) take a whole table at once, so they are written at the end
+from the finished Parquet file plus a private side file of missing-data codes, one
+table at a time: typed columns, never the raw records.
+
+Missing-data codes never become blanks: CSV and Parquet carry them in each field's
+`<name>_miss` companion column; Stata also tags the numeric cell with an extended
+missing value (.a, .b, ...) and SPSS with a user-missing value, both labelled.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pyreadstat
+
+from app.exports.plan import Cell, Column, Kind, Table
+from app.study.definition import MissingCode
+from app.study.fieldtypes import format_number
+
+#: Cells a spreadsheet would run as a formula (OWASP CSV injection); such text gets a leading quote.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+STATA_LABEL_LENGTH = 80
+SPSS_FILE_LABEL_LENGTH = 64
+#: SPSS user-missing values for the codes: far below any value a field of this study takes.
+SPSS_FIRST_SENTINEL = -999991
+ARROW_TYPES = {
+    Kind.STRING: pa.string(),
+    Kind.INTEGER: pa.int64(),
+    Kind.NUMBER: pa.float64(),
+    Kind.DATE: pa.date32(),
+    Kind.DATETIME: pa.timestamp("s"),
+}
+STATA_DATE_FORMATS = {Kind.DATE: "%td", Kind.DATETIME: "%tc"}
+
+Row = Sequence[Cell]
+
+
+def escape_formula(text: str) -> str:
+    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
+
+
+def render(kind: Kind, value: Any) -> str:
+    """A cell's value as CSV text; only text columns are escaped, numbers stay numbers."""
+    if value is None:
+        return ""
+    if kind == Kind.INTEGER:
+        return str(int(value))
+    if kind == Kind.NUMBER:
+        return format_number(float(value))
+    if kind == Kind.DATE:
+        return value.isoformat()
+    if kind == Kind.DATETIME:
+        return value.strftime("%Y-%m-%dT%H:%M")
+    return escape_formula(str(value))
+
+
+class MissingCodes:
+    """The export's missing-data codes (the study's, then SUPP) and their encodings per format."""
+
+    def __init__(self, codes: Sequence[MissingCode]) -> None:
+        self.codes = tuple(codes)
+        self.labels = {m.code: m.label for m in self.codes}
+        self.stata = {m.code: chr(ord("a") + i) for i, m in enumerate(self.codes)}
+        self.spss = {m.code: float(SPSS_FIRST_SENTINEL - i) for i, m in enumerate(self.codes)}
+
+    def spss_range(self) -> dict[str, float]:
+        values = self.spss.values()
+        return {"lo": min(values), "hi": max(values)}
+
+
+class CsvWriter:
+    """One table as CSV: raw codes, or (labels=True) choice and missing-code labels with label headers."""
+
+    def __init__(self, path: Path, table: Table, *, labels: bool) -> None:
+        self._file: TextIO = path.open("w", encoding="utf-8", newline="")
+        self._writer = csv.writer(self._file)
+        columns = table.columns
+        self._writer.writerow([escape_formula(c.label) if labels else c.name for c in columns])
+        self._renderers = [self._labelled(c) if labels else _raw(c) for c in columns]
+
+    @staticmethod
+    def _labelled(column: Column) -> Callable[[Any], str]:
+        if not column.value_labels:
+            return _raw(column)
+
+        def label(value: Any) -> str:
+            if value is None:
+                return ""
+            return escape_formula(column.label_of(value) or str(value))
+
+        return label
+
+    def write(self, rows: Iterable[Row]) -> None:
+        renderers = self._renderers
+        self._writer.writerows([fn(cell[0]) for fn, cell in zip(renderers, row, strict=True)] for row in rows)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _raw(column: Column) -> Callable[[Any], str]:
+    kind = column.kind
+    return lambda value: render(kind, value)
+
+
+def arrow_schema(table: Table) -> pa.Schema:
+    fields = []
+    for c in table.columns:
+        meta = {"label": c.label}
+        if c.units:
+            meta["units"] = c.units
+        if c.value_labels:
+            meta["value_labels"] = json.dumps(dict(c.value_labels), ensure_ascii=False)
+        fields.append(pa.field(c.name, ARROW_TYPES[c.kind], metadata=meta))
+    return pa.schema(fields)
+
+
+class ParquetWriter:
+    """One table as Parquet, a row group per batch; `codes_path` keeps the numeric cells' codes
+    for the Stata and SPSS writers (a private file, not part of the bundle)."""
+
+    def __init__(self, path: Path, codes_path: Path, table: Table) -> None:
+        self._schema = arrow_schema(table)
+        self._writer = pq.ParquetWriter(path, self._schema)
+        self._coded = [i for i, c in enumerate(table.columns) if c.codes and c.kind.numeric]
+        self._codes_schema = pa.schema([pa.field(table.columns[i].name, pa.string()) for i in self._coded])
+        self._codes = pq.ParquetWriter(codes_path, self._codes_schema)
+
+    def write(self, rows: Sequence[Row]) -> None:
+        if not rows:
+            return
+        arrays = [pa.array([row[i][0] for row in rows], type=field.type) for i, field in enumerate(self._schema)]
+        self._writer.write_table(pa.Table.from_arrays(arrays, schema=self._schema))
+        codes = [pa.array([row[i][1] for row in rows], type=pa.string()) for i in self._coded]
+        self._codes.write_table(pa.Table.from_arrays(codes, schema=self._codes_schema))
+
+    def close(self) -> None:
+        self._writer.close()
+        self._codes.close()
+
+
+def _numeric_with_codes(values: np.ndarray, codes: list[str | None] | None, encode: dict[str, Any]) -> Any:
+    """Floats with each coded cell replaced by its encoding: a Stata tag letter (the column becomes
+    objects, blanks None, as pyreadstat wants) or an SPSS sentinel number."""
+    if not codes or not any(codes):
+        return values
+    tags = any(isinstance(v, str) for v in encode.values())
+    out = values.astype(object) if tags else values.copy()
+    if tags:
+        out[np.isnan(values)] = None
+    for i, code in enumerate(codes):
+        if code:
+            out[i] = encode[code]
+    return out
+
+
+def _frame(values_path: Path, codes_path: Path, table: Table, encode: dict[str, Any]) -> tuple[pd.DataFrame, set[str]]:
+    """The table as a DataFrame for pyreadstat, numeric codes encoded with `encode`; also the
+    names of all-blank date columns, which are stored as numbers with a date format."""
+    data = pq.read_table(values_path)
+    codes = pq.read_table(codes_path)
+    columns: dict[str, Any] = {}
+    empty_dates: set[str] = set()
+    for c in table.columns:
+        arrow = data.column(c.name)
+        if c.kind.numeric:
+            values = arrow.to_numpy(zero_copy_only=False).astype(float)
+            coded = codes.column(c.name).to_pylist() if c.name in codes.column_names else None
+            columns[c.name] = _numeric_with_codes(values, coded, encode)
+        elif c.kind in STATA_DATE_FORMATS:
+            items = arrow.to_pylist()
+            if any(v is not None for v in items):
+                columns[c.name] = pd.Series(items, dtype=object)
+            else:
+                columns[c.name] = np.full(len(items), np.nan)
+                empty_dates.add(c.name)
+        else:
+            columns[c.name] = [v if v is not None else "" for v in arrow.to_pylist()]
+    return pd.DataFrame(columns, index=range(data.num_rows)), empty_dates
+
+
+def _choice_labels(column: Column) -> dict[Any, str]:
+    if column.kind != Kind.INTEGER:
+        return {}
+    return {int(code): label for code, label in column.value_labels}
+
+
+def write_stata(values_path: Path, codes_path: Path, out: Path, table: Table, missing: MissingCodes,
+                file_label: str) -> None:
+    """Stata .dta: value labels on coded columns, extended missing .a, .b... for the missing-data codes."""
+    frame, empty_dates = _frame(values_path, codes_path, table, missing.stata)
+    value_labels: dict[str, dict[Any, str]] = {}
+    user_missing: dict[str, list[str]] = {}
+    for c in table.columns:
+        labels = _choice_labels(c)
+        if c.kind.numeric and c.codes:
+            user_missing[c.name] = [missing.stata[code] for code in c.codes]
+            if labels:
+                labels.update({missing.stata[code]: missing.labels[code] for code in c.codes})
+        if labels:
+            value_labels[c.name] = labels
+    formats = {c.name: STATA_DATE_FORMATS[c.kind] for c in table.columns if c.kind in STATA_DATE_FORMATS}
+    pyreadstat.write_dta(
+        frame, out, file_label=file_label[:STATA_LABEL_LENGTH],
+        column_labels={c.name: c.label[:STATA_LABEL_LENGTH] for c in table.columns},
+        variable_value_labels=value_labels, missing_user_values=user_missing,
+        variable_format={name: fmt for name, fmt in formats.items() if name in empty_dates} or None,
+    )
+
+
+def write_spss(values_path: Path, codes_path: Path, out: Path, table: Table, missing: MissingCodes,
+               file_label: str) -> None:
+    """SPSS .sav: value labels, and the missing-data codes as labelled user-missing values."""
+    frame, _ = _frame(values_path, codes_path, table, missing.spss)
+    value_labels: dict[str, dict[Any, str]] = {}
+    ranges: dict[str, list[Any]] = {}
+    measure: dict[str, str] = {}
+    for c in table.columns:
+        labels: dict[Any, str] = {float(k): v for k, v in _choice_labels(c).items()}
+        if c.kind.numeric and c.codes:
+            ranges[c.name] = [missing.spss_range()]
+            labels.update({missing.spss[code]: missing.labels[code] for code in c.codes})
+        if labels:
+            value_labels[c.name] = labels
+        measure[c.name] = "scale" if c.kind.numeric and not c.value_labels else "nominal"
+    pyreadstat.write_sav(
+        frame, out, file_label=file_label[:SPSS_FILE_LABEL_LENGTH],
+        column_labels={c.name: c.label for c in table.columns},
+        variable_value_labels=value_labels, missing_ranges=ranges, variable_measure=measure,
+    )

@@ -1,0 +1,77 @@
+"""Pseudonymous study IDs, site pseudonyms and date-shift offsets from one secret key.
+
+Everything here is an HMAC-SHA-256 under a key kept outside the database (environment
+or a 0600 file in the instance folder), so the same record gets the same study ID in
+every export (successive exports merge) while nobody holding only the exports, or
+only a database dump, can link a study ID back to a record or to patient data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+from app.errors import CasebookError
+
+KEY_ENV = "CASEBOOK_PSEUDONYM_KEY"
+KEY_FILE = "pseudonym_key"
+MIN_KEY_LENGTH = 32
+MAX_SHIFT_DAYS = 364
+
+
+class PseudonymKeyError(CasebookError):
+    """The configured key is unusable; the message names the setting, never the key."""
+
+
+def load_key(instance_path: Path) -> bytes:
+    """The key from CASEBOOK_PSEUDONYM_KEY, else from `instance/pseudonym_key` (created once).
+
+    Generated once and kept (not per process) so that every worker and every later
+    export derives the same pseudonyms; the file is readable by its owner only.
+    """
+    env = os.environ.get(KEY_ENV)
+    if env is not None:
+        if len(env) < MIN_KEY_LENGTH:
+            raise PseudonymKeyError(f"{KEY_ENV} must be at least {MIN_KEY_LENGTH} characters long.")
+        return env.encode("utf-8")
+    instance_path.mkdir(parents=True, exist_ok=True)
+    key_file = instance_path / KEY_FILE
+    if not key_file.exists():
+        # O_EXCL: two processes starting together cannot both write a different key.
+        try:
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_hex(32))
+    key = key_file.read_text().strip()
+    if len(key) < MIN_KEY_LENGTH:
+        raise PseudonymKeyError(f"{key_file.name} in the instance folder is shorter than {MIN_KEY_LENGTH} characters.")
+    return key.encode("utf-8")
+
+
+class Pseudonymiser:
+    """Derives every pseudonym of one study; domain-separated so no two uses share a digest."""
+
+    def __init__(self, key: bytes, study_id: str) -> None:
+        self._key = key
+        self._study = study_id
+
+    def _digest(self, purpose: str, value: str) -> bytes:
+        message = "\x1f".join((purpose, self._study, value)).encode("utf-8")
+        return hmac.new(self._key, message, hashlib.sha256).digest()
+
+    def subject(self, record_label: str) -> str:
+        """Study ID: 64 bits of HMAC, so collisions stay negligible far beyond any registry's size."""
+        return "P" + self._digest("subject", record_label)[:8].hex()
+
+    def site(self, site_code: str) -> str:
+        return "S" + self._digest("site", site_code)[:4].hex()
+
+    def shift_days(self, record_label: str) -> int:
+        """How many days (1-364) every date of the record moves back, as REDCap's date shifting does."""
+        return 1 + int.from_bytes(self._digest("date-shift", record_label)[:8], "big") % MAX_SHIFT_DAYS

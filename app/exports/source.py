@@ -1,0 +1,100 @@
+"""Reading the records to export: in batches by record id, never the whole study at once.
+
+Rows are fetched as plain tuples (no ORM objects), so the session's identity map does
+not grow with the study; keyset pagination on the primary key (`id > last ORDER BY id
+LIMIT n`) keeps every batch query equally cheap on SQLite and PostgreSQL. Deleted
+records are never read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session
+
+from app.auth.models import Site
+from app.records.models import FormInstance, Record
+
+BATCH_SIZE = 1000
+
+
+class FormRow(NamedTuple):
+    """One stored form instance: typed values, missing-data codes kept apart, status."""
+
+    instrument: str
+    instance: int
+    data: dict[str, Any]
+    missing: dict[str, str]
+    status: int
+
+
+@dataclass(slots=True)
+class SourceRecord:
+    id: int
+    label: str
+    site_code: str
+    forms: dict[tuple[str, int], FormRow] = field(default_factory=dict)
+
+
+def _live(stmt: Select, site_ids: Collection[int] | None) -> Select:
+    stmt = stmt.where(Record.deleted_at.is_(None))
+    return stmt if site_ids is None else stmt.where(Record.site_id.in_(list(site_ids)))
+
+
+def iter_batches(
+    session: Session, site_ids: Collection[int] | None, instruments: Collection[str], batch_size: int = BATCH_SIZE
+) -> Iterator[list[SourceRecord]]:
+    """Live records of the given sites (None: all) in record-id order, with the named forms."""
+    codes: dict[int, str] = {site_id: code for site_id, code in session.execute(select(Site.id, Site.code))}
+    last_id = 0
+    while True:
+        heads = session.execute(
+            _live(select(Record.id, Record.label, Record.site_id), site_ids)
+            .where(Record.id > last_id)
+            .order_by(Record.id)
+            .limit(batch_size)
+        ).all()
+        if not heads:
+            return
+        batch = {rid: SourceRecord(rid, label, codes[site_id]) for rid, label, site_id in heads}
+        if instruments:
+            rows = session.execute(
+                select(FormInstance.record_id, FormInstance.instrument, FormInstance.instance,
+                       FormInstance.data, FormInstance.missing, FormInstance.status)
+                .where(FormInstance.record_id.in_(list(batch)), FormInstance.instrument.in_(list(instruments)))
+            )
+            for record_id, instrument, instance, data, missing, status in rows:
+                batch[record_id].forms[(instrument, instance)] = FormRow(
+                    instrument, instance, data or {}, missing or {}, status
+                )
+        yield list(batch.values())
+        last_id = heads[-1][0]
+
+
+def count_records(session: Session, site_ids: Collection[int] | None) -> int:
+    return session.scalar(_live(select(func.count(Record.id)), site_ids)) or 0
+
+
+def site_counts(session: Session, site_ids: Collection[int] | None) -> list[tuple[str, int]]:
+    """(site code, live records) for every site in scope that has records."""
+    stmt = _live(select(Site.code, func.count(Record.id)).join(Site, Site.id == Record.site_id), site_ids)
+    return [(code, n) for code, n in session.execute(stmt.group_by(Site.code).order_by(Site.code))]
+
+
+def instance_counts(
+    session: Session, site_ids: Collection[int] | None, instruments: Collection[str]
+) -> dict[str, tuple[int, int]]:
+    """Per instrument: (number of instances, largest instance number) over live records."""
+    if not instruments:
+        return {}
+    stmt = _live(
+        select(FormInstance.instrument, func.count(FormInstance.id), func.max(FormInstance.instance))
+        .join(Record, Record.id == FormInstance.record_id)
+        .where(FormInstance.instrument.in_(list(instruments))),
+        site_ids,
+    ).group_by(FormInstance.instrument)
+    found = {name: (count, largest) for name, count, largest in session.execute(stmt)}
+    return {name: found.get(name, (0, 0)) for name in instruments}

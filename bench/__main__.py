@@ -1,0 +1,144 @@
+"""`python -m bench` (`make bench`): seed each size, measure, write bench/results/*.json and BENCHMARKS.md.
+
+Options come from the command line or the environment, so `make bench` takes them too:
+
+    BENCH_SIZES=1000,10000,100000   record counts (default 1000,10000: about ten minutes here)
+    BENCH_DATABASES=sqlite,postgresql   default: sqlite, plus postgresql when DATABASE_URL is one
+    DATABASE_URL=postgresql+psycopg://user:pass@127.0.0.1/casebook_bench   (name must contain "bench")
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("SECRET_KEY", "casebook-benchmark-secret-key-not-for-production")
+os.environ.setdefault("CASEBOOK_PSEUDONYM_KEY", "casebook-benchmark-pseudonym-key-not-for-production")
+
+import gunicorn
+import sqlalchemy
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
+
+from bench import cases, report, serving
+from bench.database import BenchSetupError, Raw, Target, seed, targets
+
+PROJECT = Path(__file__).resolve().parent.parent
+DEFAULT_SIZES = "1000,10000"
+HEADER = "# Benchmarks\n"
+
+#: (benchmark, timed iterations): cheap operations often enough for a p99, exports a few times.
+IN_PROCESS: list[tuple[Callable[..., cases.Result], int, dict[str, Any]]] = [
+    (cases.save_form_vs_insert, 200, {}),
+    (cases.grid_vs_sql, 100, {"last_page": False}),
+    (cases.grid_vs_sql, 50, {"last_page": True}),
+    (cases.record_page_vs_sql, 100, {}),
+    (cases.dashboard_vs_sql, 30, {}),
+    (cases.api_export_vs_sql, 3, {}),
+    (cases.api_import_vs_insert, 2, {}),
+    (cases.export_vs_read_sql, 2, {}),
+]
+
+
+def machine(target: Target) -> dict[str, str]:
+    meminfo = Path("/proc/meminfo").read_text().splitlines() if Path("/proc/meminfo").exists() else []
+    total_kib = next((int(line.split()[1]) for line in meminfo if line.startswith("MemTotal:")), 0)
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "?")
+    info = {
+        "CPU": f"{model}, {os.cpu_count()} CPUs (nproc)",
+        "memory": f"{total_kib / 1024 / 1024:,.1f} GiB",
+        "OS": platform.platform(),
+        "Python": platform.python_version(),
+        "SQLite": sqlite3.sqlite_version,
+        "SQLAlchemy": sqlalchemy.__version__,
+        "gunicorn": f"{gunicorn.__version__} ({serving.workers()} sync workers = 2 \u00d7 CPUs + 1)",
+    }
+    if target.kind == "postgresql":
+        info["PostgreSQL"] = server_version(target)
+    return info
+
+
+def server_version(target: Target) -> str:
+    if target.kind == "sqlite":
+        return f"SQLite {sqlite3.sqlite_version}"
+    engine = create_engine(target.url, poolclass=NullPool)
+    with engine.connect() as connection:
+        version = str(connection.execute(text("SHOW server_version")).scalar_one())
+    engine.dispose()
+    return f"PostgreSQL {version}"
+
+
+def run_size(target: Target, size: int, workdir: Path) -> dict[str, Any]:
+    print(f"[{target.label} {size:,}] seeding", flush=True)
+    seeded = seed(target, size)
+    print(f"[{target.label} {size:,}] seeded in {seeded.seconds:.1f} s", flush=True)
+    result: dict[str, Any] = {
+        "ran_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "seed": {"seconds": seeded.seconds, "form_rows": seeded.form_rows, "audit_rows": seeded.audit_rows},
+        "latency": [], "throughput": [], "skipped": [],
+    }
+    raw = Raw(target)
+    try:
+        with seeded.app.app_context():
+            for benchmark, iterations, options in IN_PROCESS:
+                started = time.perf_counter()
+                outcome = benchmark(seeded, raw, iterations, **options)
+                result["latency"].append(outcome.as_dict())
+                print(f"[{target.label} {size:,}] {outcome.name}: {outcome.casebook.p50_ms:.1f} ms vs "
+                      f"{outcome.baseline.p50_ms:.1f} ms ({outcome.ratio:.1f}x) in "
+                      f"{time.perf_counter() - started:.0f} s", flush=True)
+            for level in serving.concurrent_saves(seeded, raw, workdir / f"gunicorn-{target.kind}-{size}.log"):
+                result["throughput"].append(level.as_dict())
+                print(f"[{target.label} {size:,}] {level.clients} clients: {level.casebook_rps:.0f} saves/s, "
+                      f"p99 {level.casebook.p99_ms:.0f} ms; raw {level.baseline_rps:.0f}/s", flush=True)
+    finally:
+        raw.dispose()
+    return result
+
+
+def run_target(target: Target, sizes: list[int], workdir: Path) -> None:
+    document = report.load(target.kind)
+    document.update({"database": target.label, "server": server_version(target), "machine": machine(target),
+                     "ran_at": datetime.now(UTC).isoformat(timespec="seconds")})
+    document.setdefault("sizes", {})
+    for size in sizes:
+        document["sizes"][str(size)] = run_size(target, size, workdir)
+        report.save(target.kind, document)  # after each size, so a long run keeps what it measured
+
+
+def main(argv: list[str] | None = None) -> int:
+    default_databases = "sqlite" + (",postgresql" if os.environ.get("DATABASE_URL", "").startswith("postgresql")
+                                    else "")
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default=os.environ.get("BENCH_SIZES", DEFAULT_SIZES),
+                        help="comma-separated record counts")
+    parser.add_argument("--databases", default=os.environ.get("BENCH_DATABASES", default_databases))
+    args = parser.parse_args(argv)
+    sizes = [int(size.replace("_", "")) for size in args.sizes.split(",") if size.strip()]
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="casebook-bench-") as tmp:
+        try:
+            chosen = targets(args.databases, os.environ.get("DATABASE_URL", ""), Path(tmp))
+        except BenchSetupError as exc:
+            print(f"bench: {exc}", file=sys.stderr)
+            return 2
+        for target in chosen:
+            run_target(target, sizes, Path(tmp))
+    report.write_markdown(PROJECT / "BENCHMARKS.md", HEADER)
+    print(f"BENCHMARKS.md updated ({time.perf_counter() - started:.0f} s).")
+    return 0
+
+
+if __name__ == "__main__":  # the guard also keeps spawned seeding workers from re-running the suite
+    sys.exit(main())

@@ -1,0 +1,351 @@
+"""In-process benchmarks: Casebook's service or page next to the raw SQL that gets the same data.
+
+Pages are requested through Flask's test client (the whole request: log-in check, access
+scoping, queries, template), so the numbers are server time without the network; the
+gunicorn benchmark (`serving`) adds the network and concurrency.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import random
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from app.auth.models import User
+from app.dashboard.services import site_summaries
+from app.db import utcnow
+from app.exports.services import COMMAND_LINE, ExportJob, get_profile, resolve_scope
+from app.extensions import db
+from app.records.models import Record
+from app.records.repository import RecordRepository
+from app.records.services import Actor, Submission, save_form
+from app.review.models import DataQuery
+from app.study import current_study
+from app.synthetic.bulk import CaseBuilder, Person, SiteRef, Team
+from app.synthetic.generator import CaseGenerator, CaseSpec, FormSpec
+from bench.database import BENCH_PASSWORD, BENCH_USER, SITES, Raw, Seeded, bench_admin
+from bench.measure import EXTRA_RUNS, Stats, compare
+
+PAGE_SIZE = 50
+SITE = "SYN001"
+#: The form every save benchmark writes: a new calcium exposure instance (repeatable, so the
+#: same record can take many), with the values a generated case would have.
+SAVED_INSTRUMENT = "calcium_exposure"
+
+
+@dataclass(slots=True)
+class Result:
+    """One benchmark at one size: Casebook and its baseline, in the same run."""
+
+    name: str
+    casebook: Stats
+    baseline: Stats
+    baseline_name: str
+    per: str = "operation"
+    #: Items per operation (records exported, ...) for a rate next to the latency.
+    items: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ratio(self) -> float:
+        return self.casebook.p50_ms / self.baseline.p50_ms
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "casebook": self.casebook.as_dict(), "baseline": self.baseline.as_dict(),
+                "baseline_name": self.baseline_name, "per": self.per, "items": self.items, "notes": self.notes,
+                "ratio_p50": self.ratio, "ratio_p99": self.casebook.p99_ms / self.baseline.p99_ms}
+
+
+def logged_in_client(seeded: Seeded) -> FlaskClient:
+    client = seeded.app.test_client()
+    response = client.post("/login", data={"username": BENCH_USER, "password": BENCH_PASSWORD})
+    assert response.status_code == 302, "benchmark admin could not log in"
+    return client
+
+
+def get_ok(client: FlaskClient, url: str) -> None:
+    response = client.get(url)
+    if response.status_code != 200:
+        raise RuntimeError(f"GET {url} answered {response.status_code}")
+
+
+def unlocked_record_ids(count: int) -> list[int]:
+    """Records a save may change (not locked by a signature), spread over every site."""
+    ids = db.session.scalars(select(Record.id).where(Record.locked_at.is_(None)).order_by(Record.id)).all()
+    step = max(1, len(ids) // count)
+    chosen = list(ids[::step][:count])
+    if len(chosen) < count:
+        raise RuntimeError(f"only {len(chosen)} unlocked records for {count} saves")
+    return chosen
+
+
+def exposure_form(seed: int) -> FormSpec:
+    """A generated calcium exposure form (raw values) to save again and again."""
+    generator = CaseGenerator(current_study(), seed)
+    for k in range(100):
+        for form in generator.case(k).forms:
+            if form.instrument == SAVED_INSTRUMENT and form.status == 2 and not form.missing:
+                return form
+    raise RuntimeError("no complete calcium exposure among the first generated cases")
+
+
+def stored_form(form: FormSpec) -> tuple[dict[str, Any], dict[str, str]]:
+    """What the write path stores for `form` (typed values), for the bare INSERT to write."""
+    person = Person.of(bench_admin())
+    builder = CaseBuilder(current_study(), Team(person, person, person))
+    built = builder.build(SiteRef(0, SITE), CaseSpec((form,), (), None))
+    return built.forms[0].data, built.forms[0].missing
+
+
+def save_form_vs_insert(seeded: Seeded, raw: Raw, iterations: int) -> Result:
+    """One form through `save_form` (validation, logic, rules, audit chain, commit) vs one INSERT and commit."""
+    study = current_study()
+    admin = bench_admin()
+    form = exposure_form(seed=1)
+    data, missing = stored_form(form)
+    record_ids = unlocked_record_ids(iterations + EXTRA_RUNS)
+    submission = Submission(values=dict(form.values), missing=dict(form.missing), status=form.status)
+    actor = Actor(admin, "bench")
+
+    def casebook(i: int) -> None:
+        record = db.session.get(Record, record_ids[i])
+        save_form(db.session, study, actor, record, SAVED_INSTRUMENT, None, submission, expected_version=0)
+        db.session.commit()
+
+    insert = raw.sql("INSERT INTO form_instance (record_id, instrument, instance, data, missing, status, version, "
+                     "updated_at, updated_by_id) VALUES (?, ?, ?, ?j, ?j, ?, 1, ?, ?)")
+    with raw.connection() as connection:
+        cursor = connection.cursor()
+
+        def baseline(i: int) -> None:
+            cursor.execute(insert, (record_ids[i], SAVED_INSTRUMENT, 1000 + i, json.dumps(data), json.dumps(missing),
+                                    form.status, raw.timestamp(utcnow()), admin.id))
+            connection.commit()
+
+        casebook_stats, baseline_stats = compare(casebook, baseline, iterations)
+    db.session.remove()
+    return Result("Save one form (`save_form` + commit)", casebook_stats, baseline_stats,
+                  "bare INSERT of the same row + commit")
+
+
+def grid_vs_sql(seeded: Seeded, raw: Raw, iterations: int, *, last_page: bool) -> Result:
+    """The record-status grid (50 rows) vs the three queries that fetch what it shows."""
+    client = logged_in_client(seeded)
+    site_id = db.session.scalar(select(Record.site_id).where(Record.label.startswith(f"{SITE}-")).limit(1))
+    total = seeded.records // SITES
+    page = max(1, math.ceil(total / PAGE_SIZE)) if last_page else 1
+    url = f"/sites/{SITE}/records?page={page}"
+    count_sql = raw.sql("SELECT count(*) FROM record WHERE site_id = ? AND deleted_at IS NULL")
+    page_sql = raw.sql("SELECT id, label, number FROM record WHERE site_id = ? AND deleted_at IS NULL "
+                       "ORDER BY number LIMIT ? OFFSET ?")
+    with raw.connection() as connection:
+        cursor = connection.cursor()
+
+        def baseline(i: int) -> None:
+            cursor.execute(count_sql, (site_id,))
+            cursor.fetchone()
+            cursor.execute(page_sql, (site_id, PAGE_SIZE, (page - 1) * PAGE_SIZE))
+            ids = [row[0] for row in cursor.fetchall()]
+            marks = ", ".join("?" for _ in ids)
+            cursor.execute(raw.sql(f"SELECT record_id, instrument, instance, status FROM form_instance "  # noqa: S608
+                                   f"WHERE record_id IN ({marks}) ORDER BY record_id, instrument, instance"), ids)
+            cursor.fetchall()
+            connection.rollback()
+
+        casebook_stats, baseline_stats = compare(lambda i: get_ok(client, url), baseline, iterations)
+    which = f"last page (page {page}, OFFSET {(page - 1) * PAGE_SIZE})" if last_page else "first page"
+    return Result(f"Record-status grid, {which}, 50 rows of {total:,}", casebook_stats, baseline_stats,
+                  "count + page + form statuses (3 SQL queries)")
+
+
+def record_page_vs_sql(seeded: Seeded, raw: Raw, iterations: int) -> Result:
+    """A record's page (forms, audit trail, queries, signature) vs the SQL that reads the same rows."""
+    client = logged_in_client(seeded)
+    queried = select(DataQuery.record_id)
+    labels = db.session.scalars(select(Record.label).where(Record.id.not_in(queried)).order_by(Record.id)).all()
+    rng = random.Random(seeded.records)  # noqa: S311 - which records to open, not a secret
+    chosen = [rng.choice(labels) for _ in range(iterations + EXTRA_RUNS)]
+    statements = [raw.sql(s) for s in (
+        "SELECT record.id, record.label, site.code, site.name, site.timezone FROM record "
+        "JOIN site ON site.id = record.site_id WHERE record.label = ? AND record.deleted_at IS NULL",
+        "SELECT * FROM form_instance WHERE record_id = ? ORDER BY instrument, instance",
+        "SELECT * FROM audit_event WHERE record_id = ? ORDER BY id DESC LIMIT 500",
+        "SELECT * FROM data_query WHERE record_id = ? ORDER BY id",
+        "SELECT * FROM signature WHERE record_id = ? AND voided_at IS NULL ORDER BY id DESC",
+    )]
+    with raw.connection() as connection:
+        cursor = connection.cursor()
+
+        def baseline(i: int) -> None:
+            cursor.execute(statements[0], (chosen[i],))
+            record_id = cursor.fetchone()[0]
+            for statement in statements[1:]:
+                cursor.execute(statement, (record_id,))
+                cursor.fetchall()
+            connection.rollback()
+
+        casebook_stats, baseline_stats = compare(lambda i: get_ok(client, f"/records/{chosen[i]}"), baseline,
+                                                 iterations)
+    return Result("Record page (forms, audit trail, queries, signature)", casebook_stats, baseline_stats,
+                  "the same 5 SELECTs", notes=["records without data queries: see the note on the record page"])
+
+
+def dashboard_vs_sql(seeded: Seeded, raw: Raw, iterations: int) -> Result:
+    """`site_summaries` for every site (the home page's counts) vs the same aggregates in SQL."""
+    admin_id = bench_admin().id
+
+    def casebook(i: int) -> None:
+        admin = db.session.get(User, admin_id)
+        site_summaries(db.session, RecordRepository(db.session, admin).sites())
+        db.session.remove()
+
+    statements = [raw.sql(s) for s in (
+        "SELECT id, code, name FROM site ORDER BY code",
+        "SELECT site_id, count(*) FROM record WHERE deleted_at IS NULL GROUP BY site_id",
+        "SELECT record.site_id, form_instance.status, count(*) FROM record JOIN form_instance "
+        "ON form_instance.record_id = record.id WHERE record.deleted_at IS NULL GROUP BY record.site_id, "
+        "form_instance.status",
+        "SELECT data_query.site_id, data_query.status, count(*) FROM data_query JOIN record "
+        "ON record.id = data_query.record_id WHERE record.deleted_at IS NULL AND data_query.status <> 'closed' "
+        "GROUP BY data_query.site_id, data_query.status",
+    )]
+    with raw.connection() as connection:
+        cursor = connection.cursor()
+
+        def baseline(i: int) -> None:
+            for statement in statements:
+                cursor.execute(statement)
+                cursor.fetchall()
+            connection.rollback()
+
+        casebook_stats, baseline_stats = compare(casebook, baseline, iterations)
+    return Result("Dashboard aggregates (`site_summaries`, all sites)", casebook_stats, baseline_stats,
+                  "the same GROUP BY queries")
+
+
+def export_vs_read_sql(seeded: Seeded, raw: Raw, iterations: int) -> Result:
+    """The pooled de-identified export bundle vs `pd.read_sql` + `to_csv` of the form-instance table."""
+    study = current_study()
+    profile = get_profile("pooled_case_series")
+    with tempfile.TemporaryDirectory(prefix="casebook-bench-") as tmp:
+        out = Path(tmp)
+
+        def casebook(i: int) -> None:
+            job = ExportJob(db.session, study, resolve_scope(db.session, None, profile, None))
+            job.write(out / "bundle.zip", COMMAND_LINE)
+            db.session.rollback()
+
+        def baseline(i: int) -> None:
+            pd.read_sql("SELECT * FROM form_instance", raw.engine).to_csv(out / "form_instance.csv", index=False)
+
+        casebook_stats, baseline_stats = compare(casebook, baseline, iterations, warmup=0)
+    return Result("Pooled de-identified export (zip: CSV, Parquet, Stata, SPSS, ODM, codebook)", casebook_stats,
+                  baseline_stats, "`pd.read_sql` + `to_csv` of form_instance", per="export", items=seeded.records)
+
+
+def api_export_vs_sql(seeded: Seeded, raw: Raw, iterations: int) -> Result:
+    """`POST /api/ content=record format=csv` (every record) vs reading and writing the same rows raw."""
+    client = seeded.app.test_client()
+    fields = {"token": seeded.token, "content": "record", "format": "csv"}
+    statement = raw.sql("SELECT record.label, form_instance.instrument, form_instance.instance, form_instance.data, "
+                        "form_instance.missing, form_instance.status FROM form_instance JOIN record "
+                        "ON record.id = form_instance.record_id WHERE record.deleted_at IS NULL "
+                        "ORDER BY record.id, form_instance.instrument, form_instance.instance")
+
+    def casebook(i: int) -> None:
+        response = client.post("/api/", data=fields)
+        if response.status_code != 200:
+            raise RuntimeError(f"API export answered {response.status_code}")
+        response.get_data()
+        db.session.rollback()
+
+    with raw.connection() as connection:
+        cursor = connection.cursor()
+
+        def baseline(i: int) -> None:
+            cursor.execute(statement)
+            buffer = io.StringIO()
+            csv.writer(buffer).writerows(cursor)
+            connection.rollback()
+
+        casebook_stats, baseline_stats = compare(casebook, baseline, iterations, warmup=1)
+    return Result("API record export (CSV, every record)", casebook_stats, baseline_stats,
+                  "SELECT of the form rows + csv.writer", per="export", items=seeded.records)
+
+
+IMPORTED_RECORDS = 100
+
+
+def api_import_vs_insert(seeded: Seeded, raw: Raw, iterations: int) -> Result:
+    """`POST /api/ content=record data=...` of 100 new records vs INSERTs of the same records and forms."""
+    client = seeded.app.test_client()
+    export = client.post("/api/", data={"token": seeded.token, "content": "record", "format": "csv",
+                                        "exportDataAccessGroups": "true"}).get_data(as_text=True)
+    rows = list(csv.DictReader(io.StringIO(export)))
+    first = sorted({row["record_id"] for row in rows}, key=lambda label: label)[:IMPORTED_RECORDS]
+    kept = [row for row in rows if row["record_id"] in set(first)]
+    payload = io.StringIO()
+    writer = csv.DictWriter(payload, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(kept)
+    fields = {"token": seeded.token, "content": "record", "format": "csv", "data": payload.getvalue(),
+              "forceAutoNumber": "true", "returnContent": "count"}
+
+    def casebook(i: int) -> None:
+        response = client.post("/api/", data=fields)
+        if response.status_code != 200:
+            raise RuntimeError(f"API import answered {response.status_code}: {response.get_data(as_text=True)[:300]}")
+        db.session.remove()
+
+    source = db.session.execute(
+        select(Record.id, Record.site_id).where(Record.label.in_(first)).order_by(Record.id)
+    ).all()
+    forms = _form_rows([record_id for record_id, _ in source], raw)
+    admin_id = bench_admin().id
+    with raw.connection() as connection:
+        cursor = connection.cursor()
+        insert_record = raw.sql("INSERT INTO record (site_id, number, label, created_at, created_by_id) "
+                                "VALUES (?, ?, ?, ?, ?)")
+        insert_form = raw.sql("INSERT INTO form_instance (record_id, instrument, instance, data, missing, status, "
+                              "version, updated_at, updated_by_id) VALUES (?, ?, ?, ?j, ?j, ?, 1, ?, ?)")
+        new_id = raw.sql("SELECT id FROM record WHERE label = ?")
+
+        def baseline(i: int) -> None:
+            now = raw.timestamp(utcnow())
+            for number, (record_id, site_id) in enumerate(source):
+                label = f"RAW{i}-{number:04d}"
+                cursor.execute(insert_record, (site_id, 100000 * (i + 1) + number, label, now, admin_id))
+                cursor.execute(new_id, (label,))
+                copied = cursor.fetchone()[0]
+                cursor.executemany(insert_form, [(copied, *form[1:], now, admin_id) for form in forms[record_id]])
+            connection.commit()
+
+        casebook_stats, baseline_stats = compare(casebook, baseline, iterations, warmup=0)
+    return Result(f"API record import ({IMPORTED_RECORDS} new records, CSV)", casebook_stats, baseline_stats,
+                  "INSERTs of the same records and form rows + commit", per="import", items=IMPORTED_RECORDS)
+
+
+def _form_rows(record_ids: list[int], raw: Raw) -> dict[int, list[tuple[Any, ...]]]:
+    """The stored form rows of `record_ids`, as INSERT parameters (JSON as text)."""
+    rows: dict[int, list[tuple[Any, ...]]] = {record_id: [] for record_id in record_ids}
+    with raw.connection() as connection:
+        cursor = connection.cursor()
+        marks = ", ".join("?" for _ in record_ids)
+        cursor.execute(raw.sql(f"SELECT record_id, instrument, instance, data, missing, status "  # noqa: S608
+                               f"FROM form_instance WHERE record_id IN ({marks})"), record_ids)
+        for record_id, instrument, instance, data, missing, status in cursor.fetchall():
+            as_text = [value if isinstance(value, str) else json.dumps(value) for value in (data, missing)]
+            rows[record_id].append((record_id, instrument, instance, *as_text, status))
+        connection.rollback()
+    return rows
+

@@ -1,0 +1,418 @@
+"""Exports: the published cases reproduce the paper, every format reads back with an
+independent reader, codes never become blanks, and the profiles' rules hold (identified
+site export, date shifting, long layout, disclosure refusal, formula escaping, keys)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import statistics
+from datetime import date, datetime
+from pathlib import Path
+from xml.etree import ElementTree
+
+import odmlib
+import pandas as pd
+import pyarrow.parquet as pq
+import pyreadstat
+import pytest
+import xmlschema
+
+from app.db import utcnow
+from app.exports.disclosure import ExportRefused
+from app.exports.profiles import ProfileError, load_profiles
+from app.exports.pseudonyms import KEY_ENV, Pseudonymiser, PseudonymKeyError, load_key
+from app.exports.services import COMMAND_LINE, ExportJob, ExportScope
+from app.extensions import db
+from app.study import current_study
+from tests.conftest import make_app
+from tests.exports_support import Bundle, add_record, export, pseudonyms
+
+ODM_NS = {"odm": "http://www.cdisc.org/ns/odm/v1.3"}
+SENTINEL = {"UNK": -999991.0, "NR": -999992.0, "NA": -999993.0, "NASK": -999994.0, "SUPP": -999995.0}
+TAG = {"UNK": "a", "NR": "b", "NA": "c", "NASK": "d", "SUPP": "e"}
+
+RICH = {
+    "enrolment": {
+        "case_source": "1", "enrolment_date": "2021-03-20", "initials": "QXZVBN", "hospital_number": "H-99887766",
+        "dob": "2021-03-01", "sex": "1", "ga_weeks": "30", "ga_days": "4", "birth_weight_g": "1480",
+        "nicu_admission_date": "2021-03-02", "calcium_indication": "3",
+        "calcium_indication_other": "Exchange transfusion top-up", "serum_calcium_pre": "1.62",
+        "ionised_calcium_pre": ("code", "UNK"),
+    },
+    "calcium_exposure": [
+        {"drug": "1", "route": "1", "concentration_pct": "10", "dose_mg_kg": "200.5", "volume_ml": "4.2",
+         "diluted": "1", "infusion_start": "2021-03-05 14:30", "line_type": "1", "line_site": "2", "line_side": "2",
+         "extravasation_recognised": "1", "extravasation_date": "2021-03-06"},
+        {"drug": "2", "route": "1", "concentration_pct": "5", "dose_mg_kg": ("code", "NR"),
+         "infusion_start": "2021-03-04 08:00", "line_type": "2", "line_site": "1", "extravasation_recognised": "0"},
+    ],
+    "lesion_presentation": {
+        "lesion_date": "2021-03-12", "nodule_count": "2", "nodule_size_mm": "12.5", "lesion_location": "2",
+        "skin_findings": ["1", "3"], "ulcer_size_mm": ("code", "UNK"), "suspected_infection": "0",
+        "initial_xray_done": "1", "initial_xray_date": "2021-03-13",
+    },
+    "imaging_followup": [{"imaging_date": "2021-04-10", "imaging_modality": "1", "imaging_calcification": "1",
+                          "imaging_size_mm": "8"}],
+    "treatment": {"treatment_type": "2", "conservative_measures": ["1", "2"]},
+    "outcome": {"complete_resolution": "1", "clinical_resolution_date": "2021-05-01",
+                "radiographic_resolution_date": "2021-05-20", "complications": ["0"],
+                "outcome_notes": "Mother very worried", "last_followup_date": "2021-06-01"},
+}
+PHI = ("QXZVBN", "H-99887766", "2021-03-01", "2021-03-02", "Exchange transfusion", "Mother very worried")
+
+
+def odm_schema() -> xmlschema.XMLSchema:
+    """The ODM 1.3.2 schema shipped in the odmlib package, so validation works offline."""
+    return xmlschema.XMLSchema(str(Path(odmlib.__file__).parent / "schemas/odm/1.3.2/ODM1-3-2.xsd"))
+
+
+def row_of(frame: pd.DataFrame, key: str, column: str = "study_id") -> pd.Series:
+    rows = frame[frame[column] == key]
+    assert len(rows) == 1, f"{key} not found once"
+    return rows.iloc[0]
+
+
+# -- the published cases -----------------------------------------------------------------------
+
+
+def test_published_cases_reproduce_the_reference_figures(demo, tmp_path):
+    bundle = export(tmp_path, "pooled_case_series")
+    cases = bundle.csv("cases")
+    assert len(cases) == 3
+    assert bundle.csv("cases", labels=True)["Sex"].value_counts().to_dict() == {"Female": 2, "Male": 1}
+    assert sorted(cases["time_to_resolution_days"]) == [21, 28, 182]
+    assert statistics.median(cases["time_to_resolution_days"]) == 28
+    assert (cases["complete_resolution"] == 1).all() and (cases["treatment_type"] == 1).all()
+    assert (cases["complications___0"] == 1).all()
+    assert (cases[[f"complications___{c}" for c in "1234"]] == 0).all().all()
+    exposures = bundle.csv("calcium_exposure")
+    assert len(exposures) == 3 and (exposures["drug"] == 1).all()
+    # What the paper does not give is coded "not reported", never a blank or an invented value.
+    assert cases["ga_weeks"].isna().all() and (cases["ga_weeks_miss"] == "NR").all()
+    assert cases["lesion_date_day"].isna().all() and (cases["lesion_date_miss"] == "NR").all()
+    assert (cases["dob_miss"] == "NR").all() and "dob" not in cases
+    # Study IDs are the keyed pseudonyms of the records, the same in the next export.
+    expected = sorted(pseudonyms().subject(f"KMU-000{n}") for n in (1, 2, 3))
+    assert sorted(cases["study_id"]) == expected
+    assert sorted(export(tmp_path, "pooled_case_series", name="again").csv("cases")["study_id"]) == expected
+    check = bundle.manifest["disclosure_check"]
+    assert check["records_exempt"] == 3 and check["result"] == "passed"
+
+
+# -- every format, read back independently -----------------------------------------------------
+
+
+@pytest.fixture
+def rich(demo, tmp_path):
+    """The demo plus one prospective case at NTH, alone in its cell, so it is also suppressed."""
+    add_record("NTH", RICH)
+    return export(tmp_path, "pooled_case_series"), pseudonyms().subject("NTH-0001")
+
+
+def test_csv_holds_the_source_values_deidentified(rich):
+    bundle, key = rich
+    case = row_of(bundle.csv("cases"), key)
+    assert case["day0_source"] == "infusion_start"  # day 0 = 2021-03-04, the earlier infusion
+    assert (case["lesion_date_day"], case["lesion_date_age"]) == (8, 11)
+    assert (case["enrolment_date_day"], case["clinical_resolution_date_day"]) == (16, 58)
+    assert case["time_to_resolution_days"] == 69 and case["age_presentation_days"] == 11
+    assert (case["nodule_size_mm"], case["birth_weight_g"], case["serum_calcium_pre"]) == (12.5, 1480, 1.62)
+    assert [case[f"skin_findings___{c}"] for c in "12345"] == [1, 0, 1, 0, 0]
+    assert pd.isna(case["ulcer_size_mm"]) and case["ulcer_size_mm_miss"] == "UNK"
+    # Alone in its site x sex x gestational-age cell: suppressed, and says so.
+    for column in ("site", "sex", "ga_weeks"):
+        assert pd.isna(case[column]) and case[f"{column}_miss"] == "SUPP"
+    assert case["birth_weight_g_miss"] != "SUPP"
+    exposures = bundle.csv("calcium_exposure")
+    mine = exposures[exposures["study_id"] == key].set_index("instance")
+    assert mine.loc[1, "infusion_start_day"] == pytest.approx(1 + 14.5 / 24)
+    assert mine.loc[2, "infusion_start_day"] == pytest.approx(8 / 24)
+    assert mine.loc[2, "dose_mg_kg_miss"] == "NR" and pd.isna(mine.loc[2, "dose_mg_kg"])
+    assert bundle.manifest["disclosure_check"]["records_suppressed"] == 1
+    blob = b"".join(bundle.members.values())
+    for text in (*PHI, "NTH-0001", "KMU-0001", "2021-03-04"):
+        assert text.encode() not in blob, text
+
+
+def test_parquet_stata_and_spss_agree_with_the_csv(rich):
+    bundle, _ = rich
+    for table in ("cases", "calcium_exposure", "imaging_followup"):
+        frame = bundle.csv(table)
+        parquet = pq.read_table(bundle.extract(f"parquet/{table}.parquet")).to_pandas()
+        stata = pd.read_stata(bundle.extract(f"stata/{table}.dta"), convert_categoricals=False)
+        spss, meta = pyreadstat.read_sav(bundle.extract(f"spss/{table}.sav"))
+        assert list(parquet.columns) == list(stata.columns) == list(spss.columns) == list(frame.columns)
+        for column in frame.columns:
+            expected = frame[column]
+            if pd.api.types.is_numeric_dtype(parquet[column]):
+                for reader, values in (("parquet", parquet[column]), ("stata", stata[column]),
+                                       ("spss", spss[column])):
+                    pd.testing.assert_series_equal(values.astype(float), expected.astype(float), check_names=False,
+                                                   obj=f"{reader} {table}.{column}")
+            else:
+                text = ["" if pd.isna(v) else v for v in expected]
+                assert parquet[column].fillna("").tolist() == text, column
+                assert stata[column].tolist() == spss[column].tolist() == text, column
+        assert meta.column_names_to_labels["study_id"] == "Study ID (pseudonymous)"
+
+
+def test_stata_and_spss_keep_missing_codes_apart_from_blanks(rich):
+    bundle, key = rich
+    frame = bundle.csv("cases")
+    index = frame.index[frame["study_id"] == key][0]
+    path = bundle.extract("stata/cases.dta")
+    stata = pd.read_stata(path, convert_missing=True, convert_categoricals=False)
+    for column, code in (("ulcer_size_mm", "UNK"), ("ionised_calcium_pre", "UNK"), ("sex", "SUPP"),
+                         ("ga_weeks", "SUPP")):
+        assert stata.loc[index, column].string == f".{TAG[code]}", column
+    assert stata.loc[index, "ga_days"] == 4
+    published = stata.loc[frame.index[frame["study_id"] != key][0]]
+    assert published["ga_weeks"].string == ".b" and published["nodule_size_mm"].string == ".b"
+    with pd.io.stata.StataReader(path) as reader:
+        reader.read()
+        labels = reader.value_labels()
+        assert reader.variable_labels()["nodule_size_mm"] == "Largest nodule, longest diameter"
+    assert {"Male", "Female", "Not reported", "Suppressed (disclosure control)"} <= set(
+        next(v for v in labels.values() if "Undetermined" in v.values()).values())
+
+    spss, meta = pyreadstat.read_sav(bundle.extract("spss/cases.sav"), user_missing=True)
+    assert spss.loc[index, "ulcer_size_mm"] == SENTINEL["UNK"] and spss.loc[index, "sex"] == SENTINEL["SUPP"]
+    assert meta.missing_ranges["ulcer_size_mm"] == [{"lo": SENTINEL["SUPP"], "hi": SENTINEL["UNK"]}]
+    assert meta.variable_value_labels["sex"][SENTINEL["NR"]] == "Not reported"
+    assert meta.variable_value_labels["sex"][1.0] == "Male"
+    plain, _ = pyreadstat.read_sav(bundle.extract("spss/cases.sav"))
+    assert pd.isna(plain.loc[index, "ulcer_size_mm"])  # user-missing is missing to an analysis
+
+
+def test_odm_is_valid_and_its_references_resolve(rich):
+    bundle, key = rich
+    name = "odm/pooled_case_series.xml"
+    odm_schema().validate(bundle.extract(name))
+    tree = ElementTree.fromstring(bundle.members[name])
+
+    def oids(tag: str) -> set[str]:
+        return {e.get("OID") for e in tree.iterfind(f".//odm:{tag}", ODM_NS)}
+
+    refs = {"ItemRef": ("ItemOID", "ItemDef"), "ItemData": ("ItemOID", "ItemDef"),
+            "ItemGroupRef": ("ItemGroupOID", "ItemGroupDef"), "ItemGroupData": ("ItemGroupOID", "ItemGroupDef"),
+            "FormRef": ("FormOID", "FormDef"), "FormData": ("FormOID", "FormDef"),
+            "CodeListRef": ("CodeListOID", "CodeList"), "FlagValue": ("CodeListOID", "CodeList"),
+            "SiteRef": ("LocationOID", "Location"), "MeasurementUnitRef": ("MeasurementUnitOID", "MeasurementUnit")}
+    for tag, (attribute, target) in refs.items():
+        used = {e.get(attribute) for e in tree.iterfind(f".//odm:{tag}", ODM_NS)}
+        assert used and used <= oids(target), tag
+    subjects = {e.get("SubjectKey") for e in tree.iterfind(".//odm:SubjectData", ODM_NS)}
+    assert subjects == set(bundle.csv("cases")["study_id"])
+    subject = tree.find(f".//odm:SubjectData[@SubjectKey='{key}']", ODM_NS)
+    assert subject.find("odm:SiteRef", ODM_NS) is None  # the site is suppressed
+    ulcer = subject.find(".//odm:ItemData[@ItemOID='IT.ulcer_size_mm']", ODM_NS)
+    assert ulcer.get("IsNull") == "Yes" and ulcer.findtext(".//odm:FlagValue", namespaces=ODM_NS) == "UNK"
+    nodule = subject.find(".//odm:ItemData[@ItemOID='IT.nodule_size_mm']", ODM_NS)
+    assert nodule.get("Value") == "12.5"
+    repeats = subject.findall(".//odm:ItemGroupData[@ItemGroupOID='IG.calcium_exposure']", ODM_NS)
+    assert [g.get("ItemGroupRepeatKey") for g in repeats] == ["1", "2"]
+
+
+def test_manifest_datapackage_and_codebook_describe_the_files(rich):
+    bundle, _ = rich
+    manifest = bundle.manifest
+    assert set(manifest["files"]) == set(bundle.members) - {"manifest.json"}
+    for name, meta in manifest["files"].items():
+        assert hashlib.sha256(bundle.members[name]).hexdigest() == meta["sha256"], name
+    assert manifest["tables"]["cases"]["rows"] == 4 and manifest["tables"]["calcium_exposure"]["rows"] == 5
+    assert manifest["study"]["definition_version"] == current_study().definition_version
+    assert manifest["exported_by"]["source"] == "cli" and manifest["software"]["version"]
+    assert {"initials", "hospital_number", "dob", "nicu_admission_date"} == set(
+        manifest["de_identification"]["identifier_fields_removed"])
+    package = json.loads(bundle.members["datapackage.json"])
+    codebook = pd.read_csv(bundle.extract("codebook.csv"), keep_default_na=False)
+    for resource in package["resources"]:
+        header = list(bundle.csv(resource["name"]).columns)
+        assert [f["name"] for f in resource["schema"]["fields"]] == header
+        assert codebook[codebook["table"] == resource["name"]]["column"].tolist() == header
+    exposures = next(r for r in package["resources"] if r["name"] == "calcium_exposure")
+    assert exposures["schema"]["foreignKeys"][0]["reference"]["resource"] == "cases"
+    sex = codebook[(codebook["table"] == "cases") & (codebook["column"] == "sex")].iloc[0]
+    assert sex["values"] == "1=Male | 2=Female | 3=Undetermined" and "SUPP" in sex["missing_codes"]
+    assert "Stata .b, SPSS -999992" in sex["missing_codes"]
+    html = bundle.members["codebook.html"].decode()
+    assert "time_to_resolution_days" in html and "Suppressed (disclosure control)" in html
+
+
+# -- the identified site export ------------------------------------------------------------------
+
+
+def test_site_full_keeps_identifiers_of_one_site_with_a_column_per_instance(demo, tmp_path):
+    add_record("NTH", RICH)
+    add_record("KMU", {**RICH, "enrolment": {**RICH["enrolment"], "initials": "KMZ"}})
+    bundle = export(tmp_path, "site_full", "KMU")
+    records = bundle.csv("records")
+    assert sorted(records["record_id"]) == ["KMU-0001", "KMU-0002", "KMU-0003", "KMU-0004"]
+    mine = row_of(records, "KMU-0004", "record_id")
+    assert (mine["initials"], mine["dob"], mine["outcome_notes"]) == ("KMZ", "2021-03-01", "Mother very worried")
+    assert (mine["infusion_start_1"], mine["infusion_start_2"]) == ("2021-03-05T14:30", "2021-03-04T08:00")
+    assert mine["dose_mg_kg_miss_2"] == "NR" and mine["site"] == "KMU"
+    assert "2021-03-05T14:30" in bundle.members["odm/site_full.xml"].decode()
+    odm_schema().validate(bundle.extract("odm/site_full.xml"))
+    stata = pd.read_stata(bundle.extract("stata/records.dta"))
+    stata_row = stata[stata["record_id"] == "KMU-0004"].iloc[0]
+    assert stata_row["dob"] == pd.Timestamp("2021-03-01")
+    assert stata_row["infusion_start_1"] == pd.Timestamp("2021-03-05 14:30")
+    spss, _ = pyreadstat.read_sav(bundle.extract("spss/records.sav"))
+    assert spss[spss["record_id"] == "KMU-0004"].iloc[0]["dob"] == date(2021, 3, 1)
+    assert bundle.manifest["disclosure_check"]["result"].startswith("not applicable")
+
+
+# -- profiles read from files --------------------------------------------------------------------
+
+
+def write_profile(directory: Path, name: str, text: str) -> Path:
+    directory.mkdir(exist_ok=True)
+    path = directory / f"{name}.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def job_for(directory: Path, name: str) -> ExportJob:
+    profile = load_profiles(directory, current_study())[name]
+    return ExportJob(db.session, current_study(), ExportScope(profile))
+
+
+POOLED = (Path(__file__).resolve().parent.parent / "exports" / "pooled_case_series.yaml").read_text()
+
+
+def test_shifted_dates_keep_intervals_in_a_long_table(demo, tmp_path):
+    profiles = tmp_path / "profiles"
+    write_profile(profiles, "shifted", POOLED.replace("  layout: wide", "  layout: long").replace(
+        "  mode: relative\n  anchor: [infusion_start, extravasation_date, lesion_date]\n", "  mode: shift\n"))
+    add_record("NTH", RICH)
+    outputs = []
+    for name in ("one", "two"):
+        job_for(profiles, "shifted").write(tmp_path / f"{name}.zip", COMMAND_LINE)
+        outputs.append(Bundle.open(tmp_path / f"{name}.zip"))
+    table = outputs[0].csv("cases")
+    assert table.equals(outputs[1].csv("cases"))  # the same secret offset every time
+    key = pseudonyms().subject("NTH-0001")
+    mine = table[table["study_id"] == key]
+    base = mine[mine["repeat_instrument"].isna()].iloc[0]
+    exposures = mine[mine["repeat_instrument"] == "calcium_exposure"].set_index("repeat_instance")
+    assert len(mine) == 4 and pd.isna(base["repeat_instance"]) and pd.isna(exposures.loc[1, "sex"])
+    lesion = date.fromisoformat(base["lesion_date"])
+    offset = (date(2021, 3, 12) - lesion).days
+    assert offset == pseudonyms().shift_days("NTH-0001") and 1 <= offset <= 364
+    assert (date.fromisoformat(base["clinical_resolution_date"]) - lesion).days == 50
+    infusion = datetime.fromisoformat(exposures.loc[1, "infusion_start"])
+    assert infusion == datetime(2021, 3, 5, 14, 30) - pd.Timedelta(days=offset)
+    assert base["lesion_date_age"] == 11 and "dob" not in table
+    blob = b"".join(outputs[0].members.values())
+    for real in ("2021-03-12", "2021-03-05", "2021-05-01", "2021-03-01"):
+        assert real.encode() not in blob
+
+
+def test_small_cells_can_refuse_the_export(demo, tmp_path):
+    profiles = tmp_path / "profiles"
+    write_profile(profiles, "strict", POOLED.replace("action: suppress", "action: refuse"))
+    add_record("NTH", RICH)
+    job = job_for(profiles, "strict")
+    assert job.refused and job.preview().rows == []
+    with pytest.raises(ExportRefused, match="fewer than 3 records"):
+        job.write(tmp_path / "refused.zip", COMMAND_LINE)
+    assert not (tmp_path / "refused.zip").exists()
+
+
+def test_records_changing_during_an_export_never_leave_a_small_cell(demo, tmp_path):
+    same = {"enrolment": {"case_source": "1", "sex": "2", "ga_weeks": "39"}}
+    records = [add_record("NTH", same) for _ in range(3)]
+    job = job_for(Path(__file__).resolve().parent.parent / "exports", "pooled_case_series")
+    assert job.disclosure.passed
+    add_record("RVH", same)  # after the census: its cell was never counted, so it is suppressed
+    job.write(tmp_path / "first.zip", COMMAND_LINE)
+    cases = Bundle.open(tmp_path / "first.zip").csv("cases").set_index("study_id")
+    assert cases.loc[pseudonyms().subject("RVH-0001"), "sex_miss"] == "SUPP"
+    assert (cases.loc[[pseudonyms().subject(r.label) for r in records], "sex"] == 2).all()
+    records[0].deleted_at = utcnow()  # the counted cell of three now leaves with two
+    db.session.flush()
+    with pytest.raises(ExportRefused, match="records changed while the export was being made"):
+        job.write(tmp_path / "second.zip", COMMAND_LINE)
+    assert not (tmp_path / "second.zip").exists()
+
+
+def test_spreadsheet_formulas_are_escaped_and_numbers_stay_numbers(demo, tmp_path):
+    add_record("KMU", {"enrolment": {"case_source": "3", "literature_doi": "=HYPERLINK(\"http://x\")",
+                                     "enrolment_date": "2021-03-01"},
+                       "calcium_exposure": [{"infusion_start": "2021-03-04 00:00"}]})
+    bundle = export(tmp_path, "pooled_case_series")
+    raw = bundle.members["csv/cases.csv"].decode()
+    assert "\"'=HYPERLINK(\"\"http://x\"\")\"" in raw
+    row = row_of(bundle.csv("cases"), pseudonyms().subject("KMU-0004"))
+    assert row["enrolment_date_day"] == -3  # read back as a number: not escaped
+    assert ",-3," in raw
+    assert "'=HYPERLINK" in bundle.members["csv_labels/cases.csv"].decode()
+    # Formats that are not spreadsheets keep the text as entered.
+    parquet = pq.read_table(bundle.extract("parquet/cases.parquet")).to_pandas()
+    assert '=HYPERLINK("http://x")' in parquet["literature_doi"].tolist()
+
+
+def test_profile_problems_are_all_reported_with_file_and_key(tmp_path):
+    profiles = tmp_path / "profiles"
+    write_profile(profiles, "leaky", """
+label: Leaky
+access: deidentified
+record_id: label
+site: code
+colour: blue
+keep_free_text: [initials, nosuch]
+dates: {mode: keep, anchor: [sex]}
+disclosure:
+  k: 1
+  quasi_identifiers: [site, {field: ga_weeks, bands: [37, 28]}, drug]
+  exempt: "[case_source] = "
+""")
+    write_profile(profiles, "Bad-Name", "label: x\n")
+    app = make_app("sqlite://")
+    with app.app_context(), pytest.raises(ProfileError) as caught:
+        load_profiles(profiles, current_study())
+    text = str(caught.value)
+    for expected in ("profiles/leaky.yaml, record_id: a de-identified profile needs 'pseudonym'",
+                     "leaky.yaml, site: a de-identified profile replaces the site code",
+                     "leaky.yaml, dates.mode: a de-identified profile never lets a calendar date out",
+                     "leaky.yaml, colour: unknown key", "leaky.yaml, keep_free_text: 'nosuch' is not a field",
+                     "leaky.yaml, keep_free_text: 'initials' is an identifier",
+                     "leaky.yaml, dates.anchor: 'sex' is a radio field, not date or datetime",
+                     "leaky.yaml, disclosure.k: 1 must be a whole number of at least 2",
+                     "quasi_identifiers[1].bands: must be increasing numbers",
+                     "quasi_identifiers[2]: 'drug' is on a repeatable form",
+                     "leaky.yaml, disclosure.exempt:", "Bad-Name.yaml, file name"):
+        assert expected in text, expected
+
+
+def test_app_refuses_to_start_with_a_broken_profile(tmp_path):
+    profiles = tmp_path / "profiles"
+    write_profile(profiles, "pooled", POOLED.replace("[literature_doi]", "[literature_doi, no_such_field]"))
+    with pytest.raises(ProfileError, match="'no_such_field' is not a field of the study"):
+        make_app("sqlite://", EXPORTS_DIR=str(profiles))
+
+
+# -- the key ---------------------------------------------------------------------------------------
+
+
+def test_key_is_generated_once_into_a_private_file(tmp_path, monkeypatch):
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    first = load_key(tmp_path / "instance")
+    key_file = tmp_path / "instance" / "pseudonym_key"
+    assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
+    assert load_key(tmp_path / "instance") == first and len(first) == 64
+    monkeypatch.setenv(KEY_ENV, "too short")
+    with pytest.raises(PseudonymKeyError, match="at least 32 characters"):
+        load_key(tmp_path / "instance")
+
+
+def test_pseudonyms_depend_on_the_key_and_the_purpose():
+    one, other = Pseudonymiser(b"k" * 32, "nicc"), Pseudonymiser(b"j" * 32, "nicc")
+    assert one.subject("KMU-0001") == one.subject("KMU-0001") != other.subject("KMU-0001")
+    assert one.subject("KMU-0001") != one.subject("KMU-0002")
+    assert one.site("KMU")[1:] not in one.subject("KMU")
+    assert {one.shift_days(f"KMU-{n:04d}") for n in range(1, 400)} <= set(range(1, 365))
