@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flask import Flask
+from flask import Flask, g, has_app_context
+from flask.testing import FlaskClient
 from flask_migrate import upgrade
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import Engine, make_url
@@ -98,10 +99,30 @@ class Seeded:
     token: str
 
 
+class FreshUserClient(FlaskClient):
+    """A test client whose every request loads its user, as a real request does.
+
+    The benchmark keeps an app context open, and Flask reuses it for test requests, so
+    Flask-Login's user cached in `g` would otherwise skip the user lookup (and leak one
+    client's log-in into another's).
+    """
+
+    def open(self, *args: Any, **kwargs: Any) -> Any:
+        if has_app_context():
+            g.pop("_login_user", None)
+        try:
+            return super().open(*args, **kwargs)
+        finally:
+            if has_app_context():
+                g.pop("_login_user", None)
+
+
 def make_app(target: Target) -> Flask:
     """The app on `target`. CSRF is off for the in-process test client only (it cannot read tokens
     cheaply); the gunicorn benchmark runs the real configuration, CSRF included."""
-    return create_app({"SQLALCHEMY_DATABASE_URI": target.url, "WTF_CSRF_ENABLED": False})
+    app = create_app({"SQLALCHEMY_DATABASE_URI": target.url, "WTF_CSRF_ENABLED": False})
+    app.test_client_class = FreshUserClient
+    return app
 
 
 def seed(target: Target, records: int) -> Seeded:
