@@ -46,6 +46,7 @@ lint: install
 ## test: install what the tests need and run the whole suite
 test: install browser-deps
 	$(BIN)/ruff check app tests
+	$(BIN)/bandit -q -r app --severity-level high
 	$(BIN)/pytest -q
 
 bench: install
