@@ -95,6 +95,8 @@ def test_query_lifecycle(as_user):
 
     home = coordinator.get("/").get_data(as_text=True)
     assert "1 open</a>" in home
+    grid = coordinator.get("/sites/KMU/records").get_data(as_text=True)
+    assert 'href="/records/KMU-0002">1 open</a>' in grid and grid.count(" open</a>") == 1
     form_page = coordinator.get("/records/KMU-0002/lesion_presentation/1").get_data(as_text=True)
     assert f"Query #{query.id} (open)" in form_page and "please check the publication" in form_page
     assert "/records/KMU-0002" in coordinator.get("/sites/KMU/queries?status=open").get_data(as_text=True)

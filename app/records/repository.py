@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
@@ -36,6 +36,8 @@ class RecordPage:
     total: int
     page: int
     per_page: int
+    #: Open data queries per record id (records without any are absent).
+    open_queries: dict[int, int] = field(default_factory=dict)
 
     @property
     def pages(self) -> int:
@@ -113,7 +115,15 @@ class RecordRepository:
             )
             for record_id, instrument, instance, status in rows:
                 forms[record_id].append(FormSummary(instrument, instance, status))
-        return RecordPage(records, dict(forms), total, page, per_page)
+            counts = self.session.execute(
+                select(DataQuery.record_id, func.count())
+                .where(DataQuery.record_id.in_([r.id for r in records]), DataQuery.status == QueryStatus.OPEN)
+                .group_by(DataQuery.record_id)
+            )
+            open_queries = {record_id: count for record_id, count in counts}
+        else:
+            open_queries = {}
+        return RecordPage(records, dict(forms), total, page, per_page, open_queries)
 
     def audit(self, record: Record, limit: int = 500) -> list[AuditEvent]:
         """The record's audit trail, newest first (the record was already scoped by `get`)."""
