@@ -84,6 +84,8 @@ def run_size(target: Target, size: int, workdir: Path) -> dict[str, Any]:
     print(f"[{target.label} {size:,}] seeded in {seeded.seconds:.1f} s", flush=True)
     result: dict[str, Any] = {
         "ran_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        # Other work on the machine skews every number; the load says how much there was.
+        "load_average": os.getloadavg()[0],
         "seed": {"seconds": seeded.seconds, "form_rows": seeded.form_rows, "audit_rows": seeded.audit_rows},
         "latency": [], "throughput": [], "skipped": [],
     }

@@ -81,25 +81,26 @@ def _latency_table(document: dict[str, Any]) -> list[str]:
 
 def _throughput_table(document: dict[str, Any]) -> list[str]:
     rows = ["| records | clients | Casebook saves/s | p50 | p99 | errors | raw INSERT/s | raw p50 | raw p99 "
-            "| raw ÷ Casebook | gunicorn worker peak RSS |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "| raw ÷ Casebook | CPU busy (Casebook run) | gunicorn worker peak RSS |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for size, data in _sizes(document):
         for t in data.get("throughput", []):
             rows.append(
                 f"| {size:,} | {t['clients']} | {t['casebook_rps']:,.1f} | {_ms(t['casebook']['p50_ms'])} "
                 f"| {_ms(t['casebook']['p99_ms'])} | {t['errors']} | {t['baseline_rps']:,.0f} "
                 f"| {_ms(t['baseline']['p50_ms'])} | {_ms(t['baseline']['p99_ms'])} | {_ratio(t['ratio_rps'])} "
-                f"| {t['server_peak_rss_mib']:,.0f} MiB |"
+                f"| {t['cpu_busy_pct']:.0f} % | {t['server_peak_rss_mib']:,.0f} MiB |"
             )
     return rows
 
 
 def _seed_table(document: dict[str, Any]) -> list[str]:
-    rows = ["| records | seconds | records/s | form rows | audit rows |", "|---:|---:|---:|---:|---:|"]
+    rows = ["| records | seconds | records/s | form rows | audit rows | measured at (UTC) | load average at start |",
+            "|---:|---:|---:|---:|---:|---|---:|"]
     for size, data in _sizes(document):
         seed = data["seed"]
         rows.append(f"| {size:,} | {seed['seconds']:,.1f} | {size / seed['seconds']:,.0f} | {seed['form_rows']:,} "
-                    f"| {seed['audit_rows']:,} |")
+                    f"| {seed['audit_rows']:,} | {data['ran_at']} | {data['load_average']:.2f} |")
     return rows
 
 
@@ -161,7 +162,6 @@ def render(documents: dict[str, dict[str, Any]]) -> str:
             continue
         label = "SQLite" if kind == "sqlite" else "PostgreSQL"
         lines += [f"## {label} ({document.get('server', '')})", "",
-                  f"Run {document.get('ran_at', '?')}.", "",
                   "### Seeding (bulk path, `flask seed-synthetic`)", "", *_seed_table(document), "",
                   "### Casebook vs the raw database, in process", "", *_latency_table(document), "",
                   "### Concurrent form saves through gunicorn on 127.0.0.1", "", *_throughput_table(document), ""]

@@ -51,11 +51,14 @@ class Throughput:
     baseline_rps: float
     baseline: Stats
     server_peak_rss_mib: float
+    #: How busy all CPUs were while Casebook served the level (server, database and clients together).
+    cpu_busy_pct: float
 
     def as_dict(self) -> dict[str, Any]:
         return {"clients": self.clients, "casebook_rps": self.casebook_rps, "casebook": self.casebook.as_dict(),
                 "errors": self.errors, "baseline_rps": self.baseline_rps, "baseline": self.baseline.as_dict(),
-                "server_peak_rss_mib": self.server_peak_rss_mib, "ratio_rps": self.baseline_rps / self.casebook_rps}
+                "server_peak_rss_mib": self.server_peak_rss_mib, "cpu_busy_pct": self.cpu_busy_pct,
+                "ratio_rps": self.baseline_rps / self.casebook_rps}
 
 
 def workers() -> int:
@@ -135,6 +138,11 @@ class Client:
             self.token = match.group(1) or match.group(2)
         return status, text
 
+    def save(self, label: str, fields: dict[str, Any]) -> int:
+        """Post a new instance of the benchmark form to record `label`; the status (302 = saved)."""
+        path = f"/records/{label}/{SAVED_INSTRUMENT}/new"
+        return self.send("POST", path, {**fields, "csrf_token": self.token})[0]
+
     def log_in(self, form_path: str) -> None:
         self.send("GET", "/login")
         status, _ = self.send("POST", "/login", {"username": BENCH_USER, "password": BENCH_PASSWORD,
@@ -155,6 +163,13 @@ def _run_threads(count: int, work: Any) -> float:
     return time.perf_counter() - started
 
 
+def _cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs since boot, from /proc/stat."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
 def _peak_rss_mib(master: int) -> float:
     """The largest peak resident size (VmHWM) among gunicorn's worker processes."""
     children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
@@ -173,8 +188,10 @@ def concurrent_saves(seeded: Seeded, raw: Raw, log: Path) -> list[Throughput]:
     """
     form = exposure_form(seed=2)
     fields = {**form.values, "form_status": str(form.status), "version": "0"}
-    record_ids = unlocked_record_ids(sum(level * REQUESTS_PER_CLIENT[level] for level in CLIENT_LEVELS))
-    labels = dict(db.session.execute(select(Record.id, Record.label).where(Record.id.in_(record_ids))).tuples())
+    warmup = 3 * workers()
+    record_ids = unlocked_record_ids(warmup + sum(level * REQUESTS_PER_CLIENT[level] for level in CLIENT_LEVELS))
+    labels = {record_id: label for record_id, label in
+              db.session.execute(select(Record.id, Record.label).where(Record.id.in_(record_ids)))}
     data, missing = stored_form(form)
     admin_id = bench_admin().id
     db.session.remove()
@@ -183,7 +200,10 @@ def concurrent_saves(seeded: Seeded, raw: Raw, log: Path) -> list[Throughput]:
         clients = [Client(port) for _ in range(max(CLIENT_LEVELS))]
         for client, record_id in zip(clients, record_ids, strict=False):
             client.log_in(f"/records/{labels[record_id]}/{SAVED_INSTRUMENT}/new")
-        cursor_at = 0
+        # Unmeasured saves first, so every worker has compiled its statements and templates.
+        for n, record_id in enumerate(record_ids[:warmup]):
+            clients[n % len(clients)].save(labels[record_id], fields)
+        cursor_at = warmup
         for level in CLIENT_LEVELS:
             requests = REQUESTS_PER_CLIENT[level]
             slices = [record_ids[cursor_at + n * requests: cursor_at + (n + 1) * requests] for n in range(level)]
@@ -197,19 +217,21 @@ def concurrent_saves(seeded: Seeded, raw: Raw, log: Path) -> list[Throughput]:
                 client = clients[n]
                 for record_id in slices[n]:
                     started = time.perf_counter()
-                    status, _ = client.send("POST", f"/records/{labels[record_id]}/{SAVED_INSTRUMENT}/new",
-                                            {**fields, "csrf_token": client.token})
+                    status = client.save(labels[record_id], fields)
                     elapsed = time.perf_counter() - started
                     with lock:
                         latencies.append(elapsed)
                         if status != 302:
                             errors[0] += 1
 
+            busy_before, total_before = _cpu_times()
             wall = _run_threads(level, save)
+            busy_after, total_after = _cpu_times()
+            busy = 100 * (busy_after - busy_before) / max(1, total_after - total_before)
             ok = len(latencies) - errors[0]
             raw_rps, raw_stats = _raw_inserts(raw, level, requests, slices, data, missing, form.status, admin_id)
             results.append(Throughput(level, ok / wall, Stats.of(latencies), errors[0], raw_rps, raw_stats,
-                                      _peak_rss_mib(master)))
+                                      _peak_rss_mib(master), busy))
     return results
 
 

@@ -116,6 +116,9 @@ def test_query_lifecycle(as_user):
     assert [m.action for m in final.messages] == ["raise", "answer", "reopen", "answer", "close"]
     assert [a for a in actions("KMU-0002") if a.startswith("query_")] == [
         "query_raise", "query_answer", "query_reopen", "query_answer", "query_close"]
+    history = coordinator.get("/records/KMU-0002")  # the audit table shows each query step as text
+    assert history.status_code == 200
+    assert "<td>closed</td>" in history.get_data(as_text=True).replace(" ", "").replace("\n", "")
 
 
 def test_quality_rule_warns_on_save_and_reports_site_wide(as_user):
@@ -133,6 +136,8 @@ def test_quality_rule_warns_on_save_and_reports_site_wide(as_user):
     assert saved.status_code == 302
     confirmed = db.session.scalar(select(AuditEvent).where(AuditEvent.action == "dq_warning_confirmed"))
     assert confirmed.field == "nodule_size_mm" and confirmed.reason.startswith("nodule_size_range")
+    page = coordinator.get(rec)  # the record's audit table shows the confirmed warning
+    assert page.status_code == 200 and "nodule_size_range" in page.get_data(as_text=True)
 
     monitor = as_user("monitor")
     report = monitor.get("/sites/KMU/quality").get_data(as_text=True)

@@ -22,7 +22,7 @@ from app.api.imports import ImportOptions, RecordImport, parse_payload
 from app.api.params import ApiError, Format, Params
 from app.api.render import object_response, result_response, rows_response
 from app.audit.models import AuditEvent
-from app.audit.services import AuditEntry, append, decode_cell
+from app.audit.services import VALUE_ACTIONS, AuditEntry, append, decode_cell
 from app.auth.models import Site, User
 from app.auth.permissions import Action, site_ids_for
 from app.dictionary.rows import KEYS, dictionary_rows
@@ -221,7 +221,7 @@ def _log_row(event: AuditEvent) -> dict[str, str]:
         details = f"{event.instrument}_complete = '{event.new_value}'"
     elif event.field:
         shown = event.new_value or ""
-        if event.instrument:  # a data field: the value is audit-encoded (JSON, or a missing code)
+        if event.action in VALUE_ACTIONS:  # a stored value: audit-encoded (JSON, or a missing code)
             value, code = decode_cell(event.new_value)
             shown = code or ("" if value is None else (",".join(value) if isinstance(value, list) else str(value)))
         details = f"{event.field} = '{shown}'" + (f" ({event.reason})" if event.reason else "")

@@ -8,7 +8,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from flask_login import current_user, login_required
 from werkzeug.wrappers import Response
 
-from app.audit.services import decode_cell
+from app.audit.services import VALUE_ACTIONS, decode_cell
 from app.auth.permissions import Action, can
 from app.errors import ConflictError, ValidationFailed
 from app.extensions import db
@@ -144,10 +144,12 @@ def _audit_row(event: Any) -> dict[str, Any]:
             return ""
         if event.action == "status":
             return {"0": "Incomplete", "1": "Unverified", "2": "Complete"}.get(text, text)
-        value, code = decode_cell(text) if field else (text, None)
+        if not (field and event.action in VALUE_ACTIONS):  # query, warning, signature rows hold text
+            return text
+        value, code = decode_cell(text)
         if code:
             return f"{code} ({study.missing_label(code) or 'missing'})"
-        return field_type(field).to_text(field, value) if field else str(value)
+        return field_type(field).to_text(field, value)
 
     return {
         "event": event,
