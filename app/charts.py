@@ -10,6 +10,7 @@ so is safe in a threaded or multi-process server.
 from __future__ import annotations
 
 import io
+import re
 from html import escape
 
 from matplotlib.axes import Axes
@@ -59,9 +60,28 @@ def to_svg(figure: Figure, alt: str) -> str:
     svg = buffer.getvalue()
     svg = svg[svg.index("<svg"):]  # drop the XML declaration and DOCTYPE: the SVG goes inline
     title = escape(figure.axes[0].get_title() if figure.axes else alt)
+    svg = _STYLE_ELEMENT.sub("", svg)
+    svg = _STYLE_ATTRIBUTE.sub(_as_presentation_attributes, svg)
     end = svg.index(">") + 1  # the root element's opening tag
-    head = svg[: end - 1] + f' role="img" aria-label="{escape(alt, quote=True)}">'
+    head = _SIZE_ATTRIBUTE.sub("", svg[: end - 1])
+    head += (f' class="cb-chart" stroke-linejoin="round" stroke-linecap="butt" role="img"'
+             f' aria-label="{escape(alt, quote=True)}">')
     return head + f"<title>{title}</title><desc>{escape(alt)}</desc>" + svg[end:]
+
+
+#: matplotlib styles its SVG with a <style> element and style="" attributes, which a strict
+#: Content-Security-Policy (style-src 'self') blocks in an inline SVG. The same properties as
+#: SVG presentation attributes (fill="...") are not styles and are allowed; the <style>
+#: element's two defaults move onto the root element, whence they inherit.
+_STYLE_ELEMENT = re.compile(r"<style[^>]*>.*?</style>", re.S)
+_STYLE_ATTRIBUTE = re.compile(r'style="([^"]*)"')
+#: Without a fixed width and height the viewBox lets the chart shrink to a phone's width.
+_SIZE_ATTRIBUTE = re.compile(r'\s(?:width|height)="[^"]*"')
+
+
+def _as_presentation_attributes(match: re.Match[str]) -> str:
+    declarations = (part.split(":", 1) for part in match.group(1).split(";") if ":" in part)
+    return " ".join(f'{name.strip()}="{value.strip()}"' for name, value in declarations)
 
 
 def to_png(figure: Figure, dpi: int = 150) -> bytes:
