@@ -41,6 +41,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.extensions["casebook.study"] = load_study(app.config["STUDY_DIR"])
 
     from app import web
+    from app.analysis.views import bp as analysis_bp
     from app.api.views import bp as api_bp
     from app.audit.views import bp as audit_bp
     from app.auth.views import bp as auth_bp
@@ -60,6 +61,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     csrf.exempt(api_bp)  # token-authenticated, never by cookie: nothing for CSRF to protect
     app.register_blueprint(dictionary_bp)
     app.register_blueprint(exports_bp)
+    app.register_blueprint(analysis_bp)
     web.init_app(app)
     register_cli(app)
     return app

@@ -3,9 +3,11 @@ transaction as each step. Services flush; the request commits."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import Select, case, func, select
 from sqlalchemy.orm import Session
 
 from app.audit.services import append
@@ -75,24 +77,35 @@ class ReviewItem:
     forms: int
 
 
-def awaiting_signature(session: Session, user: User, site_id: int | None = None) -> list[ReviewItem]:
-    """Records of the user's review sites whose forms are all Complete and that nobody has signed."""
-    allowed = site_ids_for(user, Action.REVIEW)
+def _awaiting(*columns: Any) -> Select:
+    """Live records whose forms are all Complete and that nobody has signed (one row each)."""
     complete = func.sum(case((FormInstance.status == FormStatus.COMPLETE, 1), else_=0))
-    stmt = (
-        select(Record, func.count(FormInstance.id))
+    return (
+        select(*columns)
         .join(FormInstance, FormInstance.record_id == Record.id)
         .where(Record.deleted_at.is_(None))
         .where(~select(Signature.id).where(Signature.record_id == Record.id, Signature.voided_at.is_(None)).exists())
         .group_by(Record.id)
         .having(func.count(FormInstance.id) == complete)
-        .order_by(Record.site_id, Record.number)
     )
+
+
+def awaiting_signature(session: Session, user: User, site_id: int | None = None) -> list[ReviewItem]:
+    """Records of the user's review sites whose forms are all Complete and that nobody has signed."""
+    allowed = site_ids_for(user, Action.REVIEW)
+    stmt = _awaiting(Record, func.count(FormInstance.id)).order_by(Record.site_id, Record.number)
     if allowed is not None:
         stmt = stmt.where(Record.site_id.in_(allowed))
     if site_id is not None:
         stmt = stmt.where(Record.site_id == site_id)
     return [ReviewItem(record, count) for record, count in session.execute(stmt)]
+
+
+def awaiting_signature_counts(session: Session, site_ids: Collection[int]) -> dict[int, int]:
+    """Site id -> records awaiting signature, for dashboards (the caller scoped the sites)."""
+    awaiting = _awaiting(Record.site_id).where(Record.site_id.in_(list(site_ids))).subquery()
+    rows = session.execute(select(awaiting.c.site_id, func.count()).group_by(awaiting.c.site_id))
+    return {site_id: count for site_id, count in rows}
 
 
 def raise_query(

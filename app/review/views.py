@@ -41,9 +41,11 @@ def _back_to_record(label: str) -> Response:
 @bp.route("/review")
 @login_required
 def review_list() -> str:
-    _repo()
-    items = awaiting_signature(db.session, current_user)
-    return render_template("review/list.html", items=items)
+    repo = _repo()
+    code = request.args.get("site", "").strip()
+    site = repo.site(code, Action.REVIEW) if code else None  # the dashboards link one site's list
+    items = awaiting_signature(db.session, current_user, site.id if site else None)
+    return render_template("review/list.html", items=items, site=site)
 
 
 @bp.route("/records/<label>/sign", methods=["GET", "POST"])

@@ -1,0 +1,729 @@
+"""The case-series analysis: the published series' Table 1 and outcome, computed from live data.
+
+One analysis serves three readers. The web page reads the form instances a user may see
+(site roles: their own sites; statisticians and admins: every site pooled) in one query;
+the `pooled_case_series` export bundle's `analysis.html` reads the bundle's own
+de-identified Parquet tables, so the document describes exactly the rows shipped beside
+it. Both are first turned into the same neutral shape, `CaseData` (per instrument, its
+values and its missing-data codes side by side, dates as day numbers), which is why the
+statistics below never see a calendar date, a record ID or an identifier.
+
+Only field *names* are named here (which fields play which part in the analysis); every
+label, unit and choice label comes from the study definition, and `check_definition`
+refuses to start the app when a named field is missing or of the wrong type.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from flask import render_template
+from lifelines import KaplanMeierFitter
+from lifelines.utils import median_survival_times
+from matplotlib.figure import Figure
+from sqlalchemy import and_, select
+from sqlalchemy.orm import Session
+
+from app.auth.models import Site, User
+from app.auth.permissions import Action, site_ids_for
+from app.charts import new_figure, series_style, to_png, to_svg
+from app.errors import NotFoundError, PermissionDenied
+from app.exports.disclosure import SUPPRESSED
+from app.exports.plan import Plan, Role
+from app.exports.profiles import Profile
+from app.exports.pseudonyms import Pseudonymiser
+from app.records.models import FormInstance, Record
+from app.study.definition import Field, Study
+from app.study.fieldtypes import format_number
+
+# -- the fields the analysis reads (names only; everything shown comes from the definition) ------
+
+#: Table 1, as in the published series: (section heading, fields).
+TABLE1: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Patients", ("sex", "ga_weeks", "birth_weight_g", "age_presentation_days")),
+    ("Exposure (first recorded infusion of each case)", ("drug", "concentration_pct", "line_type", "line_site")),
+    ("Lesion", ("lesion_location", "nodule_count", "nodule_size_mm")),
+)
+#: The outcome table: resolution, sequelae, treatment.
+OUTCOME_FIELDS = ("complete_resolution", "complications", "treatment_type", "conservative_measures")
+RESOLVED = "complete_resolution"
+TIME_TO_RESOLUTION = "time_to_resolution_days"
+PRESENTED = "lesion_date"
+LAST_FOLLOWUP = "last_followup_date"
+DRUG = "drug"
+CONCENTRATION = "concentration_pct"
+#: Concentration groups for the survival curves: below / at or above 10 % w/v, the usual
+#: strength of calcium gluconate for injection.
+CONCENTRATION_CUTS = (10.0,)
+COMPLICATIONS = "complications"
+#: The code of the complications choice that means "no complication".
+NO_COMPLICATION = "0"
+IMAGED = "imaging_date"
+CALCIFICATION = "imaging_calcification"
+CALCIFICATION_SIZE = "imaging_size_mm"
+
+YES = "1"
+NO = "0"
+ALL_SITES = "All sites"
+NOT_ENTERED = "Not entered"
+#: An empty statistic (no value to summarise): an em dash.
+NO_VALUE = "\u2014"
+CONTINUOUS_TYPES = ("integer", "number", "calc")
+CHOICE_TYPES = ("radio", "dropdown", "yesno", "checkbox")
+#: Every field named above and the types the statistics assume of it.
+EXPECTED_TYPES: dict[str, tuple[str, ...]] = {
+    **{name: CONTINUOUS_TYPES + CHOICE_TYPES for _, names in TABLE1 for name in names},
+    **dict.fromkeys(OUTCOME_FIELDS, CHOICE_TYPES),
+    RESOLVED: ("yesno",), TIME_TO_RESOLUTION: CONTINUOUS_TYPES, PRESENTED: ("date", "datetime"),
+    LAST_FOLLOWUP: ("date", "datetime"), DRUG: CHOICE_TYPES, CONCENTRATION: CONTINUOUS_TYPES,
+    COMPLICATIONS: ("checkbox",), IMAGED: ("date", "datetime"), CALCIFICATION: ("yesno",),
+    CALCIFICATION_SIZE: CONTINUOUS_TYPES,
+}
+
+
+class AnalysisDefinitionError(Exception):
+    """The study definition lacks a field the analysis reads: the app must not start."""
+
+
+def check_definition(study: Study) -> None:
+    """Refuse a definition the analysis cannot read, naming every problem at once."""
+    problems = []
+    for name, types in EXPECTED_TYPES.items():
+        if not study.has_field(name):
+            problems.append(f"field '{name}' is not in the study definition")
+        elif study.field(name).type not in types:
+            problems.append(f"field '{name}' is a {study.field(name).type} field; expected {' or '.join(types)}")
+    if study.has_field(COMPLICATIONS) and NO_COMPLICATION not in study.field(COMPLICATIONS).choice_codes:
+        problems.append(f"field '{COMPLICATIONS}' has no choice '{NO_COMPLICATION}' (no complication)")
+    if problems:
+        raise AnalysisDefinitionError("The case-series analysis cannot read the study definition: "
+                                      + "; ".join(problems))
+
+
+def _instruments(study: Study) -> set[str]:
+    return {study.field(name).instrument for name in EXPECTED_TYPES}
+
+
+# -- the neutral data: what both the web page and the export bundle are turned into ---------------
+
+
+@dataclass(frozen=True, slots=True)
+class Forms:
+    """One instrument's saved instances: `values` and `codes` (missing-data codes) share the index
+    (key, instance) and have a column per field. Dates are day numbers on an arbitrary origin
+    (only differences are used), so calendar dates never reach the statistics."""
+
+    values: pd.DataFrame
+    codes: pd.DataFrame
+
+
+@dataclass(frozen=True, slots=True)
+class CaseData:
+    """Every case in scope: `sites` maps each case key to its site's label (in display order),
+    `forms` holds the instruments the analysis reads."""
+
+    sites: pd.Series
+    forms: dict[str, Forms]
+    #: The site labels in column order; empty when sites are not shown (pooled only).
+    site_order: tuple[str, ...] = ()
+
+
+def _empty_forms(fields: Sequence[str]) -> Forms:
+    index = pd.MultiIndex.from_arrays([[], []], names=["key", "instance"])
+    return Forms(pd.DataFrame(index=index, columns=list(fields), dtype=object),
+                 pd.DataFrame(index=index, columns=list(fields), dtype=object))
+
+
+def _day_numbers(texts: pd.Series) -> pd.Series:
+    """ISO dates or date-times as days since 1970-01-01 (fractions for the time of day)."""
+    moments = pd.to_datetime(texts, errors="coerce", format="mixed")
+    return (moments - pd.Timestamp(0)) / pd.Timedelta(days=1)
+
+
+def case_data_from_rows(study: Study, cases: Iterable[tuple[Any, str]],
+                        forms: Iterable[tuple[Any, str, int, dict[str, Any], dict[str, str]]],
+                        site_order: Sequence[str]) -> CaseData:
+    """CaseData from stored rows: (key, site label) per case and (key, instrument, instance,
+    data, missing) per form instance, as the form_instance table holds them."""
+    case_list = list(cases)
+    sites = pd.Series([s for _, s in case_list], index=pd.Index([k for k, _ in case_list], name="key"), dtype=object)
+    by_instrument: dict[str, list[tuple[Any, int, dict[str, Any], dict[str, str]]]] = {}
+    for key, instrument, instance, data, missing in forms:
+        by_instrument.setdefault(instrument, []).append((key, instance, data or {}, missing or {}))
+    result: dict[str, Forms] = {}
+    for name in _instruments(study):
+        fields = [f.name for f in study.instrument(name).data_fields]
+        rows = by_instrument.get(name)
+        if not rows:
+            result[name] = _empty_forms(fields)
+            continue
+        index = pd.MultiIndex.from_tuples([(k, i) for k, i, _, _ in rows], names=["key", "instance"])
+        values = pd.DataFrame.from_records([d for _, _, d, _ in rows], index=index, columns=fields)
+        codes = pd.DataFrame.from_records([m for _, _, _, m in rows], index=index, columns=fields)
+        for f in study.instrument(name).data_fields:
+            if f.type in ("date", "datetime"):
+                values[f.name] = _day_numbers(values[f.name])
+        result[name] = Forms(_blanks_as_none(values), _blanks_as_none(codes))
+    return CaseData(sites, result, tuple(site_order))
+
+
+def case_data_from_bundle(study: Study, plan: Plan, parquet_dir: Path) -> CaseData:
+    """CaseData from an export bundle's Parquet tables (main table plus one per repeatable form):
+    study IDs, site pseudonyms and days from day 0, exactly the rows the bundle ships."""
+    main = plan.main_table()
+    frame = pd.read_parquet(parquet_dir / f"{main.name}.parquet")
+    key = main.key[0]
+    frame = frame.set_index(key)
+    site_column = next((c for c in main.columns if c.role == Role.SITE), None)
+    if site_column is None:
+        sites = pd.Series(ALL_SITES, index=frame.index, dtype=object)
+    else:
+        suppressed = frame["site_miss"].notna() if "site_miss" in frame else pd.Series(False, index=frame.index)
+        sites = frame[site_column.name].where(~suppressed, _code_label(study, SUPPRESSED.code)).astype(object)
+    sites.index.name = "key"
+    result: dict[str, Forms] = {}
+    for name in _instruments(study):
+        fields = [f.name for f in study.instrument(name).data_fields]
+        table = next((t for t in plan.tables if t.instrument == name), None)
+        if table is None:
+            part = frame.assign(instance=1).set_index("instance", append=True)
+            columns = [c for c in main.columns if c.instrument == name]
+        else:
+            part = pd.read_parquet(parquet_dir / f"{table.name}.parquet").set_index([key, "instance"])
+            columns = [c for c in table.columns if c.instrument == name]
+        status = next(c.name for c in columns if c.role == Role.STATUS)
+        part = part[part[status].notna()]
+        part.index.names = ["key", "instance"]
+        values = pd.DataFrame(index=part.index, columns=fields, dtype=object)
+        codes = pd.DataFrame(index=part.index, columns=fields, dtype=object)
+        ticked: dict[str, list[pd.Series]] = {}
+        for column in columns:
+            if column.field is None or column.field not in values:
+                continue
+            cells = part[column.name]
+            if column.role == Role.MISSING:
+                codes[column.field] = cells.astype(object)
+            elif column.role == Role.CHOICE:
+                ticked.setdefault(column.field, []).append(cells.eq(1).map({True: column.choice, False: None}))
+            elif column.role in (Role.VALUE, Role.DAY):
+                f = study.field(column.field)
+                values[column.field] = cells.map(_choice_code) if f.choices else cells.astype(object)
+        for checkbox, parts in ticked.items():
+            values[checkbox] = [[c for c in row if c] or None for row in zip(*parts, strict=True)]
+        result[name] = Forms(_blanks_as_none(values), _blanks_as_none(codes))
+    order = tuple(sorted(sites.unique())) if site_column is not None else ()
+    return CaseData(sites, result, order)
+
+
+def _choice_code(value: Any) -> str | None:
+    """A choice as its code: Parquet holds numeric codes as integers."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    return str(int(value)) if isinstance(value, (int, float, np.integer, np.floating)) else str(value)
+
+
+# -- who sees what ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Audience:
+    """How the numbers are shown. `k`: counts below k appear as `<k` (None: exact numbers);
+    `sites`: how sites are named ('code', 'pseudonym', or 'drop' for pooled only)."""
+
+    k: int | None = None
+    sites: str = "code"
+    description: str = ""
+
+    def count(self, n: int) -> str:
+        return f"<{self.k}" if self.hides(n) else str(n)
+
+    def hides(self, n: int) -> bool:
+        """Zero included: an empty cell beside a full one says something about every case."""
+        return self.k is not None and n < self.k
+
+
+def audience_for(user: User, profiles: Collection[Profile]) -> Audience:
+    """Statisticians see what the de-identified pooled export profile lets out (its k and its site
+    rule, the strictest if there are several); everyone else sees exact numbers of their sites."""
+    if not user.is_statistician:
+        return Audience(description="exact counts")
+    pooled = [p for p in profiles if p.deidentified and not p.per_site]
+    if not pooled:
+        raise PermissionDenied("No de-identified export profile defines what a statistician may see.")
+    k = max((p.disclosure.k for p in pooled if p.disclosure), default=None)
+    strictness = ("code", "pseudonym", "drop")
+    sites = max((p.site for p in pooled), key=strictness.index)
+    shown = f"counts below {k} shown as <{k}" if k else "exact counts"
+    return Audience(k=k, sites=sites, description=f"de-identified: {shown}")
+
+
+def _visible_site_ids(user: User) -> set[int] | None:
+    """Every site for admins and statisticians (aggregates only for the latter); a site role's own
+    sites otherwise. Nobody else has anything to analyse."""
+    if user.is_admin or user.is_statistician:
+        return None
+    allowed = site_ids_for(user, Action.VIEW) or set()
+    if not allowed:
+        raise PermissionDenied("You have no site to analyse.")
+    return allowed
+
+
+def load_case_data(session: Session, study: Study, user: User, audience: Audience,
+                   pseudonyms: Pseudonymiser) -> CaseData:
+    """The cases `user` may see, in one query over records and the form instances the analysis
+    reads (deleted records never count). Statisticians get record ids as keys, never labels."""
+    allowed = _visible_site_ids(user)
+    join = and_(FormInstance.record_id == Record.id, FormInstance.instrument.in_(sorted(_instruments(study))))
+    stmt = (select(Record.id, Site.code, FormInstance.instrument, FormInstance.instance, FormInstance.data,
+                   FormInstance.missing)
+            .join(Site, Site.id == Record.site_id).outerjoin(FormInstance, join)
+            .where(Record.deleted_at.is_(None)).order_by(Record.id))
+    if allowed is not None:
+        stmt = stmt.where(Record.site_id.in_(sorted(allowed)))
+    rows = session.execute(stmt).all()
+
+    def site_label(code: str) -> str:
+        if audience.sites == "pseudonym":
+            return pseudonyms.site(code)
+        return ALL_SITES if audience.sites == "drop" else code
+
+    cases = {record_id: site_label(code) for record_id, code, *_ in rows}
+    forms = [(r[0], r[2], r[3], r[4], r[5]) for r in rows if r[2] is not None]
+    order = () if audience.sites == "drop" else tuple(sorted(set(cases.values())))
+    return case_data_from_rows(study, cases.items(), forms, order)
+
+
+# -- the analysis ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    label: str
+    cells: tuple[str, ...] = ()
+    #: A variable's heading (its label and units); its value rows follow.
+    heading: bool = False
+    #: A section's heading (a group of variables), above the variables' headings.
+    section: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    title: str
+    caption: str
+    columns: tuple[str, ...]
+    rows: tuple[Row, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Chart:
+    """A plot: built on demand (a download builds only its own) with its text alternative."""
+
+    name: str
+    title: str
+    alt: str
+    build: Callable[[], Figure]
+    note: str = ""
+
+    def svg(self) -> str:
+        return to_svg(self.build(), self.alt)
+
+    def svg_data_uri(self) -> str:
+        """For <img src>: the page's CSP forbids the inline styles an inline SVG carries."""
+        return "data:image/svg+xml;base64," + base64.b64encode(self.svg().encode("utf-8")).decode("ascii")
+
+    def png(self) -> bytes:
+        return to_png(self.build())
+
+
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    audience: Audience
+    key_figures: tuple[tuple[str, str], ...]
+    tables: tuple[Table, ...]
+    charts: tuple[Chart, ...]
+    notes: tuple[str, ...] = ()
+
+    def chart(self, name: str) -> Chart:
+        for chart in self.charts:
+            if chart.name == name:
+                return chart
+        raise NotFoundError("No such plot.")
+
+
+@dataclass(slots=True)
+class _Cases:
+    """One row per case: instance 1 of single forms, the first instance of calcium exposures."""
+
+    values: pd.DataFrame
+    codes: pd.DataFrame
+    groups: list[tuple[str, pd.Series]] = field(default_factory=list)
+
+
+def _cases(study: Study, data: CaseData) -> _Cases:
+    index = data.sites.index
+    values, codes = [], []
+    for name, forms in sorted(data.forms.items()):
+        if study.instrument(name).repeatable:
+            if name != study.field(DRUG).instrument:
+                continue
+            first = forms.values.sort_index().groupby(level="key").head(1).index
+        else:
+            first = forms.values.index[forms.values.index.get_level_values("instance") == 1]
+        values.append(forms.values.loc[first].droplevel("instance").reindex(index))
+        codes.append(forms.codes.loc[first].droplevel("instance").reindex(index))
+    cases = _Cases(*(_blanks_as_none(pd.concat(frames, axis=1)) for frames in (values, codes)))
+    cases.groups = [(site, data.sites.eq(site)) for site in data.site_order]
+    if len(data.site_order) != 1:
+        cases.groups.append((ALL_SITES, pd.Series(True, index=index)))
+    return cases
+
+
+def _blanks_as_none(frame: pd.DataFrame) -> pd.DataFrame:
+    """Blanks as None whatever pandas made of them (NaN after a reindex), so `is None` checks hold."""
+    return frame.astype(object).where(frame.notna(), None)
+
+
+def _ticked(value: Any, code: str) -> bool:
+    return isinstance(value, list) and code in value
+
+
+def _code_label(study: Study, code: str) -> str:
+    label = study.missing_label(code) or (SUPPRESSED.label if code == SUPPRESSED.code else code)
+    return f"{label} ({code})"
+
+
+def _number(value: float) -> str:
+    return format_number(round(float(value), 1))
+
+
+def _heading(f: Field) -> Row:
+    return Row(f"{f.label} ({f.units})" if f.units else f.label, heading=True)
+
+
+class _Summariser:
+    """Table rows for one field over the column groups, as the audience may see them."""
+
+    def __init__(self, study: Study, cases: _Cases, audience: Audience) -> None:
+        self.study, self.cases, self.audience = study, cases, audience
+
+    def _share(self, hit: pd.Series) -> tuple[str, ...]:
+        cells = []
+        for _, members in self.cases.groups:
+            n, total = int((hit & members).sum()), int(members.sum())
+            shown = self.audience.count(n)
+            cells.append(shown if self.audience.hides(n) or not total or not n else f"{n} ({round(100 * n / total)}%)")
+        return tuple(cells)
+
+    def _tail(self, name: str) -> list[Row]:
+        """Missing-data codes counted apart from values (only codes that occur), then blanks."""
+        values, codes = self.cases.values[name], self.cases.codes[name]
+        rows = [Row(_code_label(self.study, code), self._share(codes.eq(code)))
+                for code in sorted(codes.dropna().unique())]
+        blank = values.isna() & codes.isna()
+        if blank.any():
+            rows.append(Row(NOT_ENTERED, self._share(blank)))
+        return rows
+
+    def rows(self, name: str) -> list[Row]:
+        f = self.study.field(name)
+        values = self.cases.values[name]
+        rows = [_heading(f)]
+        if f.type == "checkbox":
+            rows += [Row(c.label, self._share(values.map(lambda v, code=c.code: _ticked(v, code))))
+                     for c in f.choices]
+        elif f.choices:
+            rows += [Row(c.label, self._share(values.eq(c.code))) for c in f.choices]
+        else:
+            rows += self._continuous(pd.to_numeric(values, errors="coerce"))
+        return rows + self._tail(name)
+
+    def _continuous(self, numbers: pd.Series) -> list[Row]:
+        medians, ranges, counts = [], [], []
+        for _, members in self.cases.groups:
+            found = numbers[members].dropna()
+            n = len(found)
+            counts.append(self.audience.count(n))
+            if self.audience.hides(n) or not n:
+                medians.append(counts[-1] if n or self.audience.hides(n) else NO_VALUE)
+                ranges.append(medians[-1])
+                continue
+            q1, median, q3 = found.quantile([0.25, 0.5, 0.75])
+            medians.append(f"{_number(median)} ({_number(q1)} to {_number(q3)})")
+            ranges.append(f"{_number(found.min())} to {_number(found.max())}")
+        return [Row("Median (IQR)", tuple(medians)), Row("Range", tuple(ranges)),
+                Row("With a value", tuple(counts))]
+
+
+def _columns(cases: _Cases, audience: Audience) -> tuple[str, ...]:
+    return tuple(f"{label} (n = {audience.count(int(members.sum()))})" for label, members in cases.groups)
+
+
+# -- survival: time from presentation to complete resolution -------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Survival:
+    durations: pd.Series
+    resolved: pd.Series
+    excluded: int
+
+
+def _survival(cases: _Cases) -> _Survival:
+    """Resolved cases are events at their time to resolution; unresolved ones are censored at their
+    last follow-up (days from presentation). Cases with neither time are left out and counted."""
+    values = cases.values
+    resolved = values[RESOLVED].eq(YES)
+    event_time = pd.to_numeric(values[TIME_TO_RESOLUTION], errors="coerce")
+    censor_time = (pd.to_numeric(values[LAST_FOLLOWUP], errors="coerce")
+                   - pd.to_numeric(values[PRESENTED], errors="coerce"))
+    durations = event_time.where(resolved, censor_time.where(values[RESOLVED].eq(NO)))
+    usable = durations.notna() & (durations >= 0)
+    return _Survival(durations[usable].astype(float), resolved[usable], int((~usable).sum()))
+
+
+def _fit(survival: _Survival, members: pd.Series, label: str) -> KaplanMeierFitter | None:
+    chosen = members.reindex(survival.durations.index, fill_value=False)
+    if not chosen.any():
+        return None
+    return KaplanMeierFitter().fit(survival.durations[chosen], survival.resolved[chosen], label=label)
+
+
+def _median_text(fitter: KaplanMeierFitter) -> tuple[str, str]:
+    median = fitter.median_survival_time_
+    bounds = median_survival_times(fitter.confidence_interval_).iloc[0]
+
+    def shown(value: float) -> str:
+        return "not reached" if not np.isfinite(value) else f"{_number(value)}"
+
+    return (f"{shown(median)} days" if np.isfinite(median) else "not reached",
+            f"{shown(bounds.iloc[0])} to {shown(bounds.iloc[1])}")
+
+
+def _group_labels(study: Study, cases: _Cases, name: str, cuts: Sequence[float] = ()) -> pd.Series:
+    """Each case's group for `name`: its choice label, concentration band, code label or 'Not entered'."""
+    f = study.field(name)
+    values, codes = cases.values[name], cases.codes[name]
+    if f.choices:
+        labels = values.map(lambda v: f.choice_label(v) if v is not None else None)
+    else:
+        numbers = pd.to_numeric(values, errors="coerce")
+        units = f" {f.units}" if f.units else ""
+        edges = [-np.inf, *cuts, np.inf]
+        names = [f"< {_number(cuts[0])}{units}",
+                 *(f"{_number(a)} to < {_number(b)}{units}" for a, b in itertools.pairwise(cuts)),
+                 f"≥ {_number(cuts[-1])}{units}"]
+        labels = pd.cut(numbers, edges, right=False, labels=names).astype(object).where(numbers.notna(), None)
+    coded = codes.map(lambda c: _code_label(study, c) if c else None)
+    return labels.fillna(coded).fillna(NOT_ENTERED)
+
+
+Fitted = list[tuple[str, KaplanMeierFitter | None]]
+
+
+def _fit_groups(survival: _Survival, groups: list[tuple[str, pd.Series]]) -> Fitted:
+    """One fit per group, shared by the table and the plot (a fit is the costly part)."""
+    return [(label, _fit(survival, members, label)) for label, members in groups]
+
+
+def _km_chart(name: str, title: str, fitted: Fitted, audience: Audience, *, bands: bool) -> Chart:
+    fits = [(label, fit) for label, fit in fitted if fit is not None and not audience.hides(len(fit.durations))]
+    parts = []
+    for label, fit in fits:
+        median, _ = _median_text(fit)
+        events = int(fit.event_observed.sum())
+        n = len(fit.durations)
+        parts.append(f"{label}: {audience.count(n)} cases, {audience.count(events)} resolved, "
+                     f"{audience.count(n - events)} censored, median {median}")
+    alt = (f"Kaplan-Meier curve{'s' if len(fits) > 1 else ''} of the proportion of cases not yet resolved "
+           f"against days from presentation. " + ("; ".join(parts) + "." if parts else "No case to draw."))
+    skipped = sum(fit is not None for _, fit in fitted) - len(fits)
+    note = (f"{skipped} group(s) with fewer than {audience.k} cases not drawn." if skipped else "")
+
+    def build() -> Figure:
+        figure, axes = new_figure(title, "Time from presentation (days)", "Proportion not yet resolved")
+        for index, (label, fit) in enumerate(fits):
+            style = series_style(index)
+            curve = fit.survival_function_.iloc[:, 0]
+            axes.step(curve.index, curve.values, where="post", label=label, **style)
+            if bands:
+                ci = fit.confidence_interval_
+                axes.fill_between(ci.index, ci.iloc[:, 0], ci.iloc[:, 1], step="post", alpha=0.15,
+                                  color=style["color"], label=f"{label}: 95% confidence band")
+            censored = fit.durations[~fit.event_observed.astype(bool)]
+            if len(censored):
+                axes.plot(censored, fit.survival_function_at_times(censored).values, linestyle="none",
+                          marker="|", markersize=10, color=style["color"], label=f"{label}: censored")
+        axes.set_ylim(0, 1.05)
+        axes.set_xlim(left=0)
+        if fits:
+            axes.legend(frameon=False, fontsize="small")
+        else:
+            axes.text(0.5, 0.5, "No case to draw", transform=axes.transAxes, ha="center")
+        return figure
+
+    return Chart(name, title, alt, build, note)
+
+
+def _km_row(label: str, fit: KaplanMeierFitter | None, audience: Audience) -> Row:
+    n = 0 if fit is None else len(fit.durations)
+    events = 0 if fit is None else int(fit.event_observed.sum())
+    if fit is None or audience.hides(n):
+        withheld = audience.count(n) if audience.hides(n) else NO_VALUE
+        return Row(label, (audience.count(n), audience.count(events), audience.count(n - events), withheld, withheld))
+    median, ci = _median_text(fit)
+    return Row(label, (str(n), audience.count(events), audience.count(n - events), median, ci))
+
+
+def _survival_table(study: Study, survival: _Survival, overall: KaplanMeierFitter | None, audience: Audience,
+                    by: list[tuple[str, Fitted]]) -> Table:
+    rows = [Row("Overall", heading=True), _km_row("All cases", overall, audience)]
+    for title, fitted in by:
+        rows.append(Row(title, heading=True))
+        rows += [_km_row(label, fit, audience) for label, fit in fitted]
+    caption = (f"Kaplan-Meier estimates. Resolved cases are events at their time to resolution; unresolved cases "
+               f"are censored at their last follow-up. {audience.count(survival.excluded)} case(s) have no "
+               f"usable time and are left out.")
+    return Table(study.field(TIME_TO_RESOLUTION).label, caption,
+                 ("Cases", "Resolved", "Censored", "Median", "95% CI of the median"), tuple(rows))
+
+
+def _grouped(labels: pd.Series) -> list[tuple[str, pd.Series]]:
+    return [(label, labels.eq(label)) for label in sorted(labels.unique(), key=str)]
+
+
+# -- nodule size over time -------------------------------------------------------------------------
+
+
+def _size_chart(study: Study, data: CaseData, cases: _Cases, audience: Audience) -> Chart:
+    """Each case's calcification size at each imaging follow-up, in days from presentation; a study
+    that shows no calcification is drawn at 0 mm (resolved on imaging) with a hollow marker."""
+    forms = data.forms[study.field(IMAGED).instrument]
+    values = forms.values
+    start = pd.to_numeric(cases.values[PRESENTED], errors="coerce")
+    keys = values.index.get_level_values("key")
+    day = pd.to_numeric(values[IMAGED], errors="coerce").to_numpy() - start.reindex(keys).to_numpy()
+    size = pd.to_numeric(values[CALCIFICATION_SIZE], errors="coerce").where(values[CALCIFICATION].ne(NO), 0.0)
+    points = pd.DataFrame({"key": keys, "day": day, "size": size.to_numpy(),
+                           "absent": values[CALCIFICATION].eq(NO).to_numpy()}).dropna(subset=["day", "size"])
+    size_field, date_field = study.field(CALCIFICATION_SIZE), study.field(IMAGED)
+    title = f"{size_field.label} at imaging follow-up"
+    units = size_field.units or ""
+    if points.empty:
+        alt = (f"No imaging follow-up has both a {date_field.label.lower()} and a size, with the date of "
+               f"presentation known: nothing to plot yet.")
+    else:
+        alt = (f"{audience.count(len(points))} imaging studies of {audience.count(points['key'].nunique())} cases, "
+               f"from day "
+               f"{_number(points['day'].min())} to day {_number(points['day'].max())} after presentation; sizes "
+               f"{_number(points['size'].min())} to {_number(points['size'].max())} {units}; "
+               f"{audience.count(int(points['absent'].sum()))} studies showed no calcification (drawn at 0 {units}).")
+
+    def build() -> Figure:
+        figure, axes = new_figure(title, "Time from presentation (days)", f"{size_field.label} ({units})")
+        style = series_style(0)
+        # One line for every case's track, broken by a blank between cases: one artist, not one per case.
+        tracks = points.sort_values(["key", "day"])
+        breaks = tracks["key"].ne(tracks["key"].shift()).to_numpy()
+        days = np.insert(tracks["day"].to_numpy(float), np.flatnonzero(breaks), np.nan)
+        sizes = np.insert(tracks["size"].to_numpy(float), np.flatnonzero(breaks), np.nan)
+        axes.plot(days, sizes, color=style["color"], alpha=0.5, linewidth=1)
+        present = points[~points["absent"]]
+        axes.plot(present["day"], present["size"], linestyle="none", marker="o", color=style["color"],
+                  label="Calcification measured")
+        absent = points[points["absent"]]
+        axes.plot(absent["day"], absent["size"], linestyle="none", marker="o", markerfacecolor="none",
+                  color=series_style(1)["color"], label="No calcification (0)")
+        axes.set_xlim(left=0)
+        axes.set_ylim(bottom=0)
+        if points.empty:
+            axes.text(0.5, 0.5, "No imaging follow-up with a date and a size yet", transform=axes.transAxes,
+                      ha="center")
+        else:
+            axes.legend(frameon=False, fontsize="small")
+        return figure
+
+    return Chart("nodule-size", title, alt, build)
+
+
+# -- putting it together ---------------------------------------------------------------------------
+
+
+def analyse(study: Study, data: CaseData, audience: Audience) -> Analysis:
+    """Table 1, the outcome table, the survival estimates and the plots for the cases in `data`."""
+    cases = _cases(study, data)
+    summary = _Summariser(study, cases, audience)
+    columns = _columns(cases, audience)
+    table1 = Table("Table 1. Patients, exposures and lesions", (
+        "Counts with the percentage of the column's cases; continuous values as median (interquartile range) "
+        "and range. Missing-data codes are counted apart from values."),
+        columns, tuple(row for heading, names in TABLE1
+                       for row in (Row(heading, heading=True, section=True),
+                                    *(r for n in names for r in summary.rows(n)))))
+    outcome = Table("Outcome, complications and treatment", "Counts with the percentage of the column's cases.",
+                    columns, tuple(r for n in OUTCOME_FIELDS for r in summary.rows(n)))
+    survival = _survival(cases)
+    drug, concentration = study.field(DRUG), study.field(CONCENTRATION)
+    by_drug = _fit_groups(survival, _grouped(_group_labels(study, cases, DRUG)))
+    by_concentration = _fit_groups(survival, _grouped(_group_labels(study, cases, CONCENTRATION, CONCENTRATION_CUTS)))
+    overall = _fit(survival, pd.Series(True, index=cases.values.index), "All cases")
+    km = _survival_table(study, survival, overall, audience, [(f"By {drug.label.lower()}", by_drug),
+                                                              (f"By {concentration.label.lower()}", by_concentration)])
+    charts = (
+        _km_chart("time-to-resolution", "Time from presentation to complete resolution", [("All cases", overall)],
+                  audience, bands=True),
+        _km_chart("time-to-resolution-by-drug", f"Time to complete resolution by {drug.label.lower()}", by_drug,
+                  audience, bands=False),
+        _km_chart("time-to-resolution-by-concentration",
+                  f"Time to complete resolution by {concentration.label.lower()}", by_concentration,
+                  audience, bands=False),
+        _size_chart(study, data, cases, audience),
+    )
+    n = len(cases.values)
+    resolved = int(cases.values[RESOLVED].eq(YES).sum())
+    complicated = int(cases.values[COMPLICATIONS].map(
+        lambda v: any(_ticked(v, c) for c in study.field(COMPLICATIONS).choice_codes if c != NO_COMPLICATION)).sum())
+    median, ci = _median_text(overall) if overall is not None and not audience.hides(len(overall.durations)) \
+        else (audience.count(len(survival.durations)) if len(survival.durations) else "no case", NO_VALUE)
+    exposures = data.forms[drug.instrument].values
+    repeated = int((exposures.groupby(level="key").size() > 1).sum()) if len(exposures) else 0
+    key_figures = (
+        ("Cases", audience.count(n)),
+        (study.field(RESOLVED).label, f"{audience.count(resolved)} of {audience.count(n)}"),
+        (f"Median {study.field(TIME_TO_RESOLUTION).label.lower()}", median),
+        ("95% confidence interval of the median", ci),
+        ("Cases with any complication", f"{audience.count(complicated)} of {audience.count(n)}"),
+    )
+    notes = (f"Exposure rows describe each case's first recorded infusion; {audience.count(repeated)} case(s) "
+             f"have more than one.",)
+    return Analysis(audience, key_figures, (table1, outcome, km), charts, notes)
+
+
+def page_analysis(session: Session, study: Study, user: User, profiles: Collection[Profile],
+                  pseudonyms: Pseudonymiser) -> Analysis:
+    """The analysis of what `user` may see, shown as `user` may see it."""
+    audience = audience_for(user, profiles)
+    return analyse(study, load_case_data(session, study, user, audience, pseudonyms), audience)
+
+
+def write_analysis_html(root: Path, plan: Plan) -> None:
+    """Write `analysis.html` into a pooled bundle whose repeatable forms are tables (one-site
+    bundles and other layouts get none), computed from the bundle's own Parquet tables.
+
+    Counts are exact: the rows beside it were already disclosure-checked and de-identified, and
+    anyone holding the bundle can count them; suppressed cells show up as SUPP.
+    """
+    profile = plan.profile
+    if profile.per_site or profile.layout != "wide" or profile.repeatable != "tables":
+        return
+    study = plan.study
+    data = case_data_from_bundle(study, plan, root / "parquet")
+    analysis = analyse(study, data, Audience(description="exact counts of the rows in this bundle"))
+    html = render_template("analysis/document.html", analysis=analysis, study=study, profile=profile)
+    (root / "analysis.html").write_text(html, encoding="utf-8")

@@ -1,0 +1,320 @@
+"""The case-series analysis: the published series' figures from the page and from the export
+bundle's analysis.html, a hand-computed Kaplan-Meier median with censored cases, and what each
+role may see (own sites only, `<k` for the statistician, no identifiers or site codes)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import replace
+from html.parser import HTMLParser
+from types import MappingProxyType
+
+import pandas as pd
+import pytest
+
+from app.analysis.services import (
+    AnalysisDefinitionError,
+    Audience,
+    analyse,
+    case_data_from_rows,
+    check_definition,
+)
+from app.extensions import db
+from app.study import current_study
+from tests.exports_support import add_record, export, pseudonyms
+
+# -- reading the rendered tables back ------------------------------------------------------------
+
+
+class _Tables(HTMLParser):
+    """Every table row as its cell texts, plus the key figures (<dt>/<dd> pairs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self.headers: list[list[str]] = []
+        self.figures: dict[str, str] = {}
+        self._cell: list[str] | None = None
+        self._row: list[str] | None = None
+        self._in_head = False
+        self._term: str | None = None
+        self._text: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag == "thead":
+            self._in_head = True
+        elif tag == "tr":
+            self._row = []
+        elif tag in ("td", "th", "dt", "dd"):
+            self._text = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "thead":
+            self._in_head = False
+        elif tag in ("td", "th") and self._row is not None and self._text is not None:
+            self._row.append(" ".join("".join(self._text).split()))
+        elif tag == "tr" and self._row is not None:
+            (self.headers if self._in_head else self.rows).append(self._row)
+            self._row = None
+        elif tag == "dt" and self._text is not None:
+            self._term = " ".join("".join(self._text).split())
+        elif tag == "dd" and self._text is not None and self._term:
+            self.figures[self._term] = " ".join("".join(self._text).split())
+
+    def handle_data(self, data: str) -> None:
+        if self._text is not None:
+            self._text.append(data)
+
+
+class Page:
+    def __init__(self, html: str) -> None:
+        self.html = html
+        self.parsed = _Tables()
+        self.parsed.feed(html)
+
+    @property
+    def figures(self) -> dict[str, str]:
+        return self.parsed.figures
+
+    def column(self, prefix: str) -> int:
+        for header in self.parsed.headers:
+            for i, text in enumerate(header):
+                if text.startswith(prefix):
+                    return i
+        raise AssertionError(f"no column {prefix!r} in {self.parsed.headers}")
+
+    def cell(self, heading: str, label: str, column: str) -> str:
+        """The cell of row `label` under the variable heading starting with `heading`."""
+        index = self.column(column)
+        current = ""
+        for row in self.parsed.rows:
+            if len(row) == 1:
+                current = row[0]
+            elif current.startswith(heading) and row[0] == label:
+                return row[index]
+        raise AssertionError(f"no row {label!r} under {heading!r}")
+
+
+def page_for(client) -> Page:
+    response = client.get("/analysis")
+    assert response.status_code == 200
+    return Page(response.get_data(as_text=True))
+
+
+def assert_published_series(page: Page, column: str) -> None:
+    """The figures the paper reports (shared/reference/seed-case-series.md)."""
+    assert page.figures["Cases"] == "3"
+    assert page.cell("Sex", "Female", column) == "2 (67%)"
+    assert page.cell("Sex", "Male", column) == "1 (33%)"
+    assert page.cell("Calcium salt infused", "Calcium gluconate", column) == "3 (100%)"
+    assert page.cell("Calcium salt infused", "Calcium chloride", column) == "0"
+    assert page.cell("Complete resolution", "Yes", column) == "3 (100%)"
+    assert page.figures["Complete resolution"] == "3 of 3"
+    assert page.figures["Median time from presentation to complete resolution"] == "28 days"
+    assert page.figures["Cases with any complication"] == "0 of 3"
+    assert page.cell("Complications", "None", column) == "3 (100%)"
+    for complication in ("Scar", "Contracture", "Functional limitation", "Other"):
+        assert page.cell("Complications", complication, column) == "0"
+    assert page.cell("Treatment given", "None (observation only)", column) == "3 (100%)"
+    # What the paper does not give is counted as its code, never as a value.
+    assert page.cell("Gestational age at birth, completed weeks", "Not reported (NR)", column) == "3 (100%)"
+    assert page.cell("Gestational age at birth, completed weeks", "With a value", column) == "0"
+    assert page.cell("Age at presentation", "Median (IQR)", column) == "28 (21 to 28)"
+    assert page.cell("Age at presentation", "Range", column) == "14 to 28"
+
+
+# -- the published cases -------------------------------------------------------------------------
+
+
+def test_page_reproduces_the_published_series(as_user):
+    page = page_for(as_user("admin"))
+    assert_published_series(page, "KMU (n = 3)")
+    assert page.figures["95% confidence interval of the median"] == "21 to 182"
+
+
+def test_pooled_export_carries_the_same_analysis(demo, tmp_path):
+    bundle = export(tmp_path, "pooled_case_series")
+    html = bundle.members["analysis.html"].decode("utf-8")
+    page = Page(html)
+    site = pseudonyms().site("KMU")
+    assert_published_series(page, f"{site} (n = 3)")
+    # Listed in the manifest with its hash, like every other file of the bundle.
+    assert bundle.manifest["files"]["analysis.html"]["sha256"] == hashlib.sha256(
+        bundle.members["analysis.html"]).hexdigest()
+    assert "analysis.html" in bundle.members["codebook.html"].decode("utf-8")
+    # Self-contained and de-identified: inline plots, no script or outside asset, no site code,
+    # record ID or calendar date.
+    assert html.count("<svg") == 4 and "<title>Time from presentation to complete resolution</title>" in html
+    assert "<script" not in html and "<link" not in html and "src=" not in html
+    assert "KMU" not in html and not re.search(r"\b(19|20)\d\d-\d\d-\d\d\b", html)
+
+
+def test_site_full_bundles_have_no_analysis(demo, tmp_path):
+    assert "analysis.html" not in export(tmp_path, "site_full", site="KMU").members
+
+
+# -- censored cases: Kaplan-Meier against a hand computation ------------------------------------
+
+
+def nth_case(sex: str, presented: str, *, resolved: str | None = None, last_seen: str | None = None,
+             drug: str = "1", concentration: str = "10") -> None:
+    """A prospective NTH case: resolved on `resolved`, or still unresolved when last seen."""
+    outcome = ({"complete_resolution": "1", "clinical_resolution_date": resolved} if resolved
+               else {"complete_resolution": "0", "last_followup_date": last_seen})
+    add_record("NTH", {
+        "enrolment": {"case_source": "1", "sex": sex, "ga_weeks": "38", "birth_weight_g": "3100"},
+        "calcium_exposure": [{"drug": drug, "route": "1", "concentration_pct": concentration}],
+        "lesion_presentation": {"lesion_date": presented, "nodule_count": "1", "nodule_size_mm": "12"},
+        "imaging_followup": [{"imaging_date": "2025-03-11", "imaging_modality": "2", "imaging_calcification": "1",
+                              "imaging_size_mm": "9"}],
+        "outcome": {**outcome, "complications": ["0"]},
+    })
+
+
+@pytest.fixture
+def censored(demo):
+    """Five NTH cases, all male: resolved on days 10, 30 and 40, unresolved at 20 and 50 days.
+
+    Kaplan-Meier by hand: S(10) = 4/5 = 0.8; the case censored at 20 leaves 3 at risk;
+    S(30) = 0.8 x 2/3 = 0.533; S(40) = 0.533 x 1/2 = 0.267, the first value at or below one
+    half: the median is 40 days (the plain median of the resolution times would say 30).
+    """
+    nth_case("1", "2025-03-01", resolved="2025-03-11")
+    nth_case("1", "2025-03-01", last_seen="2025-03-21")
+    nth_case("1", "2025-03-01", resolved="2025-03-31", drug="2", concentration="5")
+    nth_case("1", "2025-03-01", resolved="2025-04-10")
+    nth_case("1", "2025-03-01", last_seen="2025-04-20")
+    db.session.commit()
+    return demo
+
+
+def test_kaplan_meier_median_with_censored_cases(censored, as_user):
+    page = page_for(as_user("coordinator_nth"))
+    assert page.figures["Cases"] == "5"
+    assert page.figures["Median time from presentation to complete resolution"] == "40 days"
+    assert page.cell("By calcium salt infused", "Calcium gluconate", "Cases") == "4"
+    assert page.cell("Overall", "All cases", "Resolved") == "3"
+    assert page.cell("Overall", "All cases", "Censored") == "2"
+    # Pooled with the three published cases (21, 28, 182 days, all resolved), by hand:
+    # S = 7/8 at 10; 20 censored; x5/6 at 21; x4/5 at 28 = 0.583; x3/4 at 30 = 0.4375: median 30.
+    assert page_for(as_user("admin")).figures["Median time from presentation to complete resolution"] == "30 days"
+
+
+def test_kaplan_meier_from_a_dataframe_with_censoring(app):
+    """The service on hand-built rows (no database): the same five cases and median."""
+    study = current_study()
+    cases = [(n, "X") for n in range(5)]
+    days = [(10, "1"), (20, "0"), (30, "1"), (40, "1"), (50, "0")]
+    forms = []
+    for n, (day, resolved) in enumerate(days):
+        forms.append((n, "lesion_presentation", 1, {"lesion_date": "2025-01-01"}, {}))
+        outcome = {"complete_resolution": resolved}
+        if resolved == "1":
+            outcome["time_to_resolution_days"] = day
+        else:
+            outcome["last_followup_date"] = str((pd.Timestamp("2025-01-01") + pd.Timedelta(days=day)).date())
+        forms.append((n, "outcome", 1, outcome, {}))
+    analysis = analyse(study, case_data_from_rows(study, cases, forms, ["X"]), Audience())
+    figures = dict(analysis.key_figures)
+    assert figures["Median time from presentation to complete resolution"] == "40 days"
+    assert figures["95% confidence interval of the median"] == "10 to not reached"
+
+
+# -- who sees what -------------------------------------------------------------------------------
+
+
+def test_statistician_sees_small_cells_as_below_k_and_no_site_codes(censored, as_user):
+    page = page_for(as_user("statistician"))
+    html = page.html
+    kmu, nth = pseudonyms().site("KMU"), pseudonyms().site("NTH")
+    assert page.figures["Cases"] == "8"
+    assert page.cell("Sex", "Female", "All sites") == "<3"
+    assert page.cell("Sex", "Male", "All sites") == "6 (75%)"
+    assert page.cell("Sex", "Female", kmu) == "<3"
+    assert page.cell("Sex", "Male", nth) == "5 (100%)"
+    assert page.cell("Sex", "Female", nth) == "<3"  # zero is a small cell too
+    assert page.figures["Cases with any complication"] == "<3 of 8"
+    assert page.cell("Calcium salt infused", "Calcium chloride", "All sites") == "<3"
+    assert page.cell("Birth weight", "Median (IQR)", nth) == "3100 (3100 to 3100)"
+    # A median of fewer than k cases is itself a small cell.
+    assert page.cell("By calcium salt infused", "Calcium chloride", "Cases") == "<3"
+    assert page.cell("By calcium salt infused", "Calcium chloride", "Median") == "<3"
+    assert "KMU" not in html and "NTH" not in html
+    assert not re.search(r"\b(KMU|NTH)-\d{4}\b", html) and not re.search(r"\b20\d\d-\d\d-\d\d\b", html)
+
+
+def test_admin_sees_exact_numbers_per_site(censored, as_user):
+    page = page_for(as_user("admin"))
+    assert page.cell("Sex", "Female", "All sites") == "2 (25%)"
+    assert page.cell("Sex", "Female", "KMU") == "2 (67%)"
+    assert page.cell("Calcium salt infused", "Calcium chloride", "NTH") == "1 (20%)"
+
+
+def test_coordinator_sees_only_their_site(censored, as_user):
+    kmu = page_for(as_user("coordinator"))
+    assert kmu.figures["Cases"] == "3" and "NTH" not in kmu.html
+    nth = page_for(as_user("coordinator_nth"))
+    assert nth.figures["Cases"] == "5"
+    assert nth.cell("Sex", "Female", "NTH") == "0"
+    assert "KMU" not in nth.html
+
+
+def test_plots_download_as_svg_and_png_with_a_title(censored, as_user):
+    client = as_user("statistician")
+    svg = client.get("/analysis/plots/time-to-resolution-by-drug.svg")
+    assert svg.status_code == 200 and svg.mimetype == "image/svg+xml"
+    text = svg.get_data(as_text=True)
+    assert "<title>Time to complete resolution by calcium salt infused</title>" in text
+    assert 'role="img"' in text and "<desc>" in text
+    assert "attachment" in svg.headers["Content-Disposition"]
+    png = client.get("/analysis/plots/nodule-size.png")
+    assert png.status_code == 200 and png.mimetype == "image/png"
+    assert png.data.startswith(b"\x89PNG\r\n\x1a\n")
+    assert client.get("/analysis/plots/nodule-size.gif").status_code == 404
+    assert client.get("/analysis/plots/no-such-plot.svg").status_code == 404
+
+
+def test_page_embeds_every_plot_with_alt_text(censored, as_user):
+    def alts(username: str) -> list[str]:
+        html = page_for(as_user(username)).html
+        found = re.findall(r'<img class="cb-chart" src="data:image/svg\+xml;base64,[^"]+" alt="([^"]+)"', html)
+        assert len(found) == 4 and 'href="/analysis/plots/time-to-resolution.png"' in html
+        return found
+
+    # The published cases give no imaging date; the NTH cases were imaged on day 10 at 9 mm.
+    assert "nothing to plot yet" in alts("investigator")[3]
+    assert alts("coordinator_nth")[3].startswith("5 imaging studies of 5 cases, from day 10 to day 10")
+
+
+def test_navigation_links_the_analysis(as_user):
+    assert 'href="/analysis"' in as_user("monitor").get("/").get_data(as_text=True)
+
+
+def test_definition_without_an_analysed_field_is_refused(app):
+    study = current_study()
+    fields = {name: f for name, f in study._fields.items() if name != "time_to_resolution_days"}
+    with pytest.raises(AnalysisDefinitionError, match="time_to_resolution_days"):
+        check_definition(replace(study, _fields=MappingProxyType(fields)))
+
+
+def test_a_site_without_cases_gets_an_empty_analysis_not_an_error(app):
+    study = current_study()
+    analysis = analyse(study, case_data_from_rows(study, [], [], ["RVH"]), Audience())
+    figures = dict(analysis.key_figures)
+    assert figures["Cases"] == "0" and figures["Median time from presentation to complete resolution"] == "no case"
+    assert all(chart.svg().startswith("<svg") for chart in analysis.charts)
+
+
+def test_suppressed_cells_of_the_bundle_are_counted_as_supp(demo, tmp_path):
+    """A prospective case alone in its cell of site, sex and gestational age is suppressed in the
+    rows; analysis.html counts those cells under the SUPP code, never as values."""
+    add_record("NTH", {"enrolment": {"case_source": "1", "sex": "1", "ga_weeks": "30"},
+                       "outcome": {"complete_resolution": "0"}})
+    db.session.commit()
+    page = Page(export(tmp_path, "pooled_case_series").members["analysis.html"].decode("utf-8"))
+    supp = "Suppressed (disclosure control) (SUPP)"
+    assert page.column(f"{supp} (n = 1)")
+    assert page.cell("Sex", supp, "All sites") == "1 (25%)"
+    assert page.cell("Sex", "Male", "All sites") == "1 (25%)"  # the published case 2 only
+    assert page.cell("Gestational age at birth, completed weeks", supp, "All sites") == "1 (25%)"
