@@ -1,4 +1,9 @@
-"""Export pages: pick a profile, preview it, download the bundle. Thin: parse, call a service, render."""
+"""Export pages: pick a profile, preview it, download the bundle. Thin: parse, call a service, render.
+
+From the preview page an export runs as a background job (app/exports/background.py) whose
+progress page polls its state; `POST /exports/<name>` still answers the bundle itself in
+the one request, for scripts.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,13 @@ import os
 import tempfile
 from pathlib import Path
 
-from flask import Blueprint, abort, render_template, request, send_file
+from flask import Blueprint, abort, current_app, jsonify, redirect, render_template, request, send_file, url_for
 from flask.blueprints import BlueprintSetupState
 from flask_login import current_user, login_required
 from werkzeug.wrappers import Response
 
 from app.errors import PermissionDenied
+from app.exports.background import bundle_for, job_for, start_export
 from app.exports.disclosure import ExportRefused
 from app.exports.services import (
     ExportJob,
@@ -79,3 +85,37 @@ def download(name: str) -> Response:
     response = send_file(path, mimetype="application/zip", as_attachment=True, download_name=result.download_name)
     response.call_on_close(lambda: path.unlink(missing_ok=True))
     return response
+
+
+@bp.route("/<name>/jobs", methods=["POST"])
+@login_required
+def start(name: str) -> Response:
+    """Start the export in the background and show its progress page."""
+    try:
+        job_id = start_export(current_app._get_current_object(), current_user._get_current_object(), name,
+                              request.form.get("site", "").strip())
+    except ExportRequestError as exc:
+        abort(400, exc.message)
+    return redirect(url_for("exports.job", job_id=job_id), code=303)
+
+
+@bp.route("/jobs/<job_id>")
+@login_required
+def job(job_id: str) -> str:
+    state = job_for(current_app._get_current_object(), current_user, job_id)
+    return render_template("exports/job.html", state=state, profile=get_profile(state.profile))
+
+
+@bp.route("/jobs/<job_id>/state")
+@login_required
+def job_state(job_id: str) -> Response:
+    """The progress page polls this (any app process can answer: the state is a file)."""
+    state = job_for(current_app._get_current_object(), current_user, job_id)
+    return jsonify(state.as_dict())
+
+
+@bp.route("/jobs/<job_id>/bundle")
+@login_required
+def job_bundle(job_id: str) -> Response:
+    path, download_name = bundle_for(current_app._get_current_object(), current_user, job_id)
+    return send_file(path, mimetype="application/zip", as_attachment=True, download_name=download_name)

@@ -1,6 +1,6 @@
-/* Casebook data-entry form: live branching, calculated fields, missing-data codes and a
-   warning before leaving with unsaved changes. The logic trees come from the server's
-   parser (JSON in #cb-logic) and are evaluated by logic.js with the same rules as the
+/* Casebook data-entry form: live branching, calculated fields, missing-data codes,
+   data-quality warnings next to their field, and a question before leaving with unsaved
+   changes. The logic trees come from the server's parser (JSON in #cb-logic) and are evaluated by logic.js with the same rules as the
    server's evaluator, in the same order as app/records/services.py:apply_logic. */
 (function () {
   "use strict";
@@ -55,6 +55,18 @@
     return "";
   }
 
+  /* Link (or unlink) a message to the field's input, or to the fieldset of a choice group,
+     so a screen reader reads it with the field (WCAG 1.3.1, 3.3.1). */
+  function describedBy(row, id, on) {
+    var group = row.querySelector("fieldset");
+    var targets = group ? [group] : inputsOf(row.dataset.field);
+    targets.forEach(function (target) {
+      var ids = (target.getAttribute("aria-describedby") || "").split(/\s+/).filter(function (x) { return x && x !== id; });
+      if (on) { ids.push(id); }
+      if (ids.length) { target.setAttribute("aria-describedby", ids.join(" ")); } else { target.removeAttribute("aria-describedby"); }
+    });
+  }
+
   function update() {
     var data = {};
     names.forEach(function (name) { data[name] = valueOf(name); });
@@ -86,8 +98,10 @@
         var messages = rules.filter(function (rule) {
           return rule.field === name && Logic.isTrue(Logic.evaluate(rule.tree, finalScope, codes));
         }).map(function (rule) { return "Check: " + rule.label + "."; });
-        warning.textContent = messages.join(" ");
+        var text = messages.join(" ");
+        if (warning.textContent !== text) { warning.textContent = text; }
         warning.hidden = messages.length === 0;
+        describedBy(row, warning.id, messages.length > 0);
       }
       var coded = missingCodeOf(name) !== "";
       inputsOf(name).forEach(function (input) {
@@ -96,13 +110,27 @@
     });
   }
 
-  var dirty = false;
+  /* Unsaved changes are never lost silently. A page shown again after a refused save
+     (errors, warnings, a conflict) holds values that are not saved either. */
+  var dirty = form.dataset.unsaved === "true";
+  var leaving = "You have unsaved changes on this form. Leave without saving them?";
   function changed() { dirty = true; update(); }
   form.addEventListener("input", changed);
   form.addEventListener("change", changed);
   form.addEventListener("submit", function () { dirty = false; });
+  /* In-app links ask with the app's own words; other ways out (address bar, reload,
+     closing the tab, another form on the page) get the browser's beforeunload prompt. */
+  document.addEventListener("click", function (event) {
+    var link = event.target.closest ? event.target.closest("a[href]") : null;
+    if (!dirty || !link || link.target || link.hasAttribute("download") || event.defaultPrevented) { return; }
+    var href = link.getAttribute("href");
+    if (href.charAt(0) === "#") { return; }
+    if (window.confirm(leaving)) { dirty = false; } else { event.preventDefault(); }
+  });
   window.addEventListener("beforeunload", function (event) {
-    if (dirty) { event.preventDefault(); event.returnValue = ""; }
+    if (dirty) { event.preventDefault(); event.returnValue = leaving; }
   });
   update();
+  var summary = document.getElementById("cb-error-summary");
+  if (summary) { summary.focus(); }
 }());
