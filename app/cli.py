@@ -20,6 +20,7 @@ from app.api.tokens import issue_token, revoke_tokens
 from app.audit.services import AuditEntry, append, verify_chain
 from app.auth.models import Site, SiteRole, StudyRole, User
 from app.auth.services import SiteGrant, create_site, create_user, set_password
+from app.auth.totp import reset as reset_totp
 from app.backup import BackupError, backup, restore
 from app.demo.services import DEMO_PASSWORD, DEMO_USERS, load_demo
 from app.dictionary.cli import dictionary_cli
@@ -116,12 +117,25 @@ def users_set_password(username: str, password: str) -> None:
     click.echo(f"Password set for {user.username}.")
 
 
+@users_cli.command("reset-2fa")
+@click.argument("username")
+def users_reset_2fa(username: str) -> None:
+    """Turn off a user's two-factor log-in (lost phone); they can set it up again after logging in."""
+    with transaction():
+        user = db.session.scalar(select(User).where(User.username == username.lower()))
+        if user is None:
+            raise click.ClickException(f"No user named {username}.")
+        had = reset_totp(db.session, user, by="cli", source="cli")
+    click.echo(f"Two-factor log-in {'reset' if had else 'was not set up'} for {user.username}.")
+
+
 @users_cli.command("list")
 def users_list() -> None:
     for user in db.session.scalars(select(User).order_by(User.username)):
         roles = [user.study_role.value] if user.study_role else []
         roles += [f"{m.role.value}@{m.site.code}" for m in user.memberships]
-        click.echo(f"{user.username}\t{user.full_name}\t{', '.join(roles)}\t{'active' if user.active else 'disabled'}")
+        state = ("active" if user.active else "disabled") + (", 2fa" if user.totp_enabled else "")
+        click.echo(f"{user.username}\t{user.full_name}\t{', '.join(roles)}\t{state}")
 
 
 @users_cli.command("api-token")

@@ -11,7 +11,7 @@ import logging
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from flask import Flask, Response, current_app, flash, redirect, render_template, request, session, url_for
+from flask import Flask, Response, current_app, flash, g, redirect, render_template, request, session, url_for
 from flask_login import current_user, logout_user
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import OperationalError
@@ -119,6 +119,8 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(OperationalError)
     def _db_down(exc: OperationalError) -> tuple[str, int]:
         db.session.rollback()
+        # The page is drawn as for a visitor: looking the user up again would need the database.
+        g._login_user = login_manager.anonymous_user()
         log.error("database error: %s", type(exc.orig).__name__ if exc.orig else "unknown")
         return render_template(
             "error.html", title="Database unavailable",

@@ -23,3 +23,22 @@ class PasswordForm(FlaskForm):
                             validators=[DataRequired(), EqualTo("password", "The two passwords differ.")],
                             render_kw={"autocomplete": "new-password"})
     submit = SubmitField("Change password")
+
+
+def _code_field(label: str = "6-digit code from your authenticator app") -> StringField:
+    return StringField(label, validators=[DataRequired(), Length(max=16)],
+                       render_kw={"autocomplete": "one-time-code", "inputmode": "numeric"})
+
+
+class CodeForm(FlaskForm):
+    """The second log-in step, and the confirmation of a new authenticator."""
+
+    code = _code_field()
+    submit = SubmitField("Continue")
+
+
+class DisableTotpForm(FlaskForm):
+    password = PasswordField("Your password", validators=[DataRequired(), Length(max=1024)],
+                             render_kw={"autocomplete": "current-password"})
+    code = _code_field()
+    submit = SubmitField("Turn off two-factor log-in")

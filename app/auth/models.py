@@ -12,7 +12,7 @@ import secrets
 from datetime import datetime
 
 from flask_login import UserMixin
-from sqlalchemy import Enum, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import BigInteger, Enum, ForeignKey, Integer, String, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base, UTCDateTime, utcnow
@@ -63,6 +63,12 @@ class User(UserMixin, Base):
     #: Changing this token ends every session of the user on the server side (log-out,
     #: password change), because the session cookie carries it and must match.
     session_token: Mapped[str] = mapped_column(String(32), default=_new_session_token)
+    #: TOTP two-factor (app.auth.totp): the secret encrypted (it must be recoverable to check
+    #: a code), whether a first code confirmed it, and the time-step of the last accepted code
+    #: so that a code is never accepted twice.
+    totp_secret: Mapped[str | None] = mapped_column(String(255))
+    totp_enabled: Mapped[bool] = mapped_column(default=False, server_default=false())
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     memberships: Mapped[list[Membership]] = relationship(

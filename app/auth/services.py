@@ -41,10 +41,8 @@ def _recent_failures(session: Session, username: str) -> int:
     ) or 0
 
 
-def authenticate(session: Session, username: str, password: str, *, source: str = "web") -> User:
-    """Check a log-in; audit it either way; lock after 5 failures in 15 minutes."""
-    username = username.strip().lower()
-    user = session.scalar(select(User).where(User.username == username))
+def check_lockout(session: Session, username: str, user: User | None, source: str) -> None:
+    """Refuse (and audit) any log-in step while the account is locked."""
     if _recent_failures(session, username) >= LOCKOUT_FAILURES:
         append(session, [AuditEntry(action="login_locked", username=username[:64], source=source,
                                     user_id=user.id if user else None)])
@@ -52,13 +50,32 @@ def authenticate(session: Session, username: str, password: str, *, source: str 
             "Too many failed log-ins: this account is locked for 15 minutes. "
             "Ask your data manager if you have forgotten your password."
         )
+
+
+def record_failure(session: Session, username: str, user: User | None, source: str, reason: str | None = None) -> None:
+    """A failed password or two-factor code: both count toward the lock-out."""
+    append(session, [AuditEntry(action="login_failed", username=username[:64], source=source, reason=reason,
+                                user_id=user.id if user else None)])
+
+
+def record_login(session: Session, user: User, source: str) -> None:
+    append(session, [AuditEntry(action="login", user_id=user.id, username=user.username, source=source)])
+
+
+def check_password(session: Session, username: str, password: str, *, source: str = "web") -> User:
+    """The first log-in step: lock-out, then the password (failures audited); upgrades an old hash.
+
+    Success is not audited here: the log-in is complete only after `record_login`, which a
+    user with two-factor reaches only once their code is right.
+    """
+    username = username.strip().lower()
+    user = session.scalar(select(User).where(User.username == username))
+    check_lockout(session, username, user, source)
     if user is None or not user.active or not verify_password(user.password_hash, password):
-        append(session, [AuditEntry(action="login_failed", username=username[:64], source=source,
-                                    user_id=user.id if user else None)])
+        record_failure(session, username, user, source)
         raise LoginRefused(BAD_LOGIN)
     if needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
-    append(session, [AuditEntry(action="login", user_id=user.id, username=user.username, source=source)])
     return user
 
 
