@@ -18,12 +18,25 @@ def _secret_key(instance_path: Path) -> str:
     env = os.environ.get("SECRET_KEY")
     if env:
         return env
-    instance_path.mkdir(parents=True, exist_ok=True)
-    key_file = instance_path / "secret_key"
-    if not key_file.exists():
-        key_file.write_text(secrets.token_hex(32))
-        key_file.chmod(0o600)
-    return key_file.read_text().strip()
+    return secret_file(instance_path / "secret_key")
+
+
+def secret_file(path: Path) -> str:
+    """The secret in `path`, created once (random, readable by its owner only) if missing.
+
+    Created with O_EXCL: gunicorn's workers start together, and only one of them may write
+    the secret; every process then reads the same one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_hex(32))
+    return path.read_text().strip()
 
 
 def build_config(instance_path: Path) -> dict[str, object]:

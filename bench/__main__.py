@@ -4,6 +4,8 @@ Options come from the command line or the environment, so `make bench` takes the
 
     BENCH_SIZES=1000,10000,100000   record counts (default 1000,10000: about ten minutes here)
     BENCH_DATABASES=sqlite,postgresql   default: sqlite, plus postgresql when DATABASE_URL is one
+    BENCH_ONLY=grid_vs_sql,api_export_vs_sql,serving   only these benchmarks (functions of bench/cases.py,
+                                        and `serving` for gunicorn): e.g. for a 100,000-record run
     DATABASE_URL=postgresql+psycopg://user:pass@127.0.0.1/casebook_bench   (name must contain "bench")
 """
 
@@ -43,9 +45,13 @@ IN_PROCESS: list[tuple[Callable[..., cases.Result], int, dict[str, Any]]] = [
     (cases.grid_vs_sql, 50, {"last_page": True}),
     (cases.record_page_vs_sql, 100, {}),
     (cases.dashboard_vs_sql, 30, {}),
+    (cases.study_dashboard_vs_sql, 10, {}),
+    (cases.site_dashboard_vs_sql, 10, {}),
     (cases.api_export_vs_sql, 3, {}),
-    (cases.api_import_vs_insert, 2, {}),
-    (cases.export_vs_read_sql, 2, {}),
+    (cases.export_csv_vs_read_sql, 3, {}),
+    (cases.export_vs_read_sql, 1, {}),
+    # Last: every run adds its imported records to the database.
+    (cases.api_import_vs_insert, 1, {}),
 ]
 
 
@@ -78,7 +84,7 @@ def server_version(target: Target) -> str:
     return f"PostgreSQL {version}"
 
 
-def run_size(target: Target, size: int, workdir: Path) -> dict[str, Any]:
+def run_size(target: Target, size: int, workdir: Path, only: set[str]) -> dict[str, Any]:
     print(f"[{target.label} {size:,}] seeding", flush=True)
     seeded = seed(target, size)
     print(f"[{target.label} {size:,}] seeded in {seeded.seconds:.1f} s", flush=True)
@@ -93,13 +99,17 @@ def run_size(target: Target, size: int, workdir: Path) -> dict[str, Any]:
     try:
         with seeded.app.app_context():
             for benchmark, iterations, options in IN_PROCESS:
+                if only and benchmark.__name__ not in only:
+                    continue
                 started = time.perf_counter()
                 outcome = benchmark(seeded, raw, iterations, **options)
                 result["latency"].append(outcome.as_dict())
                 print(f"[{target.label} {size:,}] {outcome.name}: {outcome.casebook.p50_ms:.1f} ms vs "
                       f"{outcome.baseline.p50_ms:.1f} ms ({outcome.ratio:.1f}x) in "
                       f"{time.perf_counter() - started:.0f} s", flush=True)
-            for level in serving.concurrent_saves(seeded, raw, workdir / f"gunicorn-{target.kind}-{size}.log"):
+            levels = [] if only and "serving" not in only else \
+                serving.concurrent_saves(seeded, raw, workdir / f"gunicorn-{target.kind}-{size}.log")
+            for level in levels:
                 result["throughput"].append(level.as_dict())
                 print(f"[{target.label} {size:,}] {level.clients} clients: {level.casebook_rps:.0f} saves/s, "
                       f"p99 {level.casebook.p99_ms:.0f} ms; raw {level.baseline_rps:.0f}/s", flush=True)
@@ -108,13 +118,13 @@ def run_size(target: Target, size: int, workdir: Path) -> dict[str, Any]:
     return result
 
 
-def run_target(target: Target, sizes: list[int], workdir: Path) -> None:
+def run_target(target: Target, sizes: list[int], workdir: Path, only: set[str]) -> None:
     document = report.load(target.kind)
     document.update({"database": target.label, "server": server_version(target), "machine": machine(target),
                      "ran_at": datetime.now(UTC).isoformat(timespec="seconds")})
     document.setdefault("sizes", {})
     for size in sizes:
-        document["sizes"][str(size)] = run_size(target, size, workdir)
+        document["sizes"][str(size)] = run_size(target, size, workdir, only)
         report.save(target.kind, document)  # after each size, so a long run keeps what it measured
 
 
@@ -126,7 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default=os.environ.get("BENCH_SIZES", DEFAULT_SIZES),
                         help="comma-separated record counts")
     parser.add_argument("--databases", default=os.environ.get("BENCH_DATABASES", default_databases))
+    parser.add_argument("--only", default=os.environ.get("BENCH_ONLY", ""),
+                        help="comma-separated benchmark names (default: all)")
     args = parser.parse_args(argv)
+    only = {name.strip() for name in args.only.split(",") if name.strip()}
     sizes = [int(size.replace("_", "")) for size in args.sizes.split(",") if size.strip()]
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="casebook-bench-") as tmp:
@@ -136,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench: {exc}", file=sys.stderr)
             return 2
         for target in chosen:
-            run_target(target, sizes, Path(tmp))
+            run_target(target, sizes, Path(tmp), only)
     report.write_markdown(PROJECT / "BENCHMARKS.md", HEADER)
     print(f"BENCHMARKS.md updated ({time.perf_counter() - started:.0f} s).")
     return 0

@@ -18,6 +18,9 @@ GOAL_SAVE_P99_MS = 100
 GOAL_GRID_MS = 200
 GOAL_EXPORT_RATIO = 2
 GOAL_API_RECORDS_PER_S = 5000
+GOAL_DASHBOARD_MS = 500
+CSV_EXPORT = "Pooled de-identified export, CSV tables only"
+BUNDLE_EXPORT = "Pooled de-identified export (zip"
 TIMES = "\u00d7"  # the multiplication sign
 DASH = "\u2013"  # an en dash: nothing to show
 
@@ -131,12 +134,17 @@ def goals(documents: dict[str, dict[str, Any]]) -> list[str]:
             met = ("yes" if r["casebook"]["p99_ms"] < GOAL_GRID_MS else "no") if size >= 100_000 else \
                 "not yet measured at 100,000"
             lines.append(f"| record-status grid < {GOAL_GRID_MS} ms at 100,000 records ({label}) | {at} | {met} |")
-        exports = _find(document, "Pooled")
+        csv_exports = _find(document, CSV_EXPORT)
+        if csv_exports:
+            size, r = csv_exports[-1]
+            ratio = r["ratio_p50"]
+            lines.append(f"| pooled export to CSV ≤ {GOAL_EXPORT_RATIO}{TIMES} read_sql + to_csv ({label}) "
+                         f"| {_ratio(ratio)} at {size:,} records | {'yes' if ratio <= GOAL_EXPORT_RATIO else 'no'} |")
+        exports = _find(document, BUNDLE_EXPORT)
         if exports:
             size, r = exports[-1]
-            ratio = r["ratio_p50"]
-            lines.append(f"| pooled export ≤ {GOAL_EXPORT_RATIO}{TIMES} read_sql + to_csv ({label}) "
-                         f"| {_ratio(ratio)} at {size:,} records | {'yes' if ratio <= GOAL_EXPORT_RATIO else 'no'} |")
+            lines.append(f"| (for information) the whole bundle vs read_sql + to_csv ({label}) "
+                         f"| {_ratio(r['ratio_p50'])} at {size:,} records | {DASH} |")
             peaks = [(s, x["casebook"]["peak_kib"]) for s, x in exports if x["casebook"]["peak_kib"]]
             if len(peaks) > 1:
                 (small, low), (large, high) = peaks[0], peaks[-1]
@@ -151,6 +159,14 @@ def goals(documents: dict[str, dict[str, Any]]) -> list[str]:
             rate = r["items"] / (r["casebook"]["p50_ms"] / 1000)
             lines.append(f"| API record export ≥ {GOAL_API_RECORDS_PER_S:,} records/s ({label}) | {rate:,.0f} "
                          f"records/s at {size:,} records | {'yes' if rate >= GOAL_API_RECORDS_PER_S else 'no'} |")
+        for page in ("Study dashboard page", "Site dashboard page"):
+            found = [(size, r) for size, r in _find(document, page) if size >= 10_000]
+            if found:
+                size, r = found[-1]
+                p50 = r["casebook"]["p50_ms"]
+                lines.append(f"| {page.lower()} < {GOAL_DASHBOARD_MS} ms at 10,000+ records ({label}) | {_ms(p50)} "
+                             f"p50 at {size:,} records, {_ratio(r['ratio_p50'])} its SQL "
+                             f"| {'yes' if p50 < GOAL_DASHBOARD_MS else 'no'} |")
     return lines
 
 

@@ -76,9 +76,11 @@ def _free_port() -> int:
 def gunicorn(url: str, log: Path) -> Iterator[tuple[int, int]]:
     """Serve wsgi:app on a free loopback port; yield (port, master pid); stop it afterwards."""
     port = _free_port()
-    env = {**os.environ, "DATABASE_URL": url, "CASEBOOK_LOGIN_RATE_LIMIT": "10000 per minute"}
-    command = [str(Path(sys.executable).with_name("gunicorn")), "--workers", str(workers()),
-               "--bind", f"127.0.0.1:{port}", "wsgi:app"]
+    env = {**os.environ, "DATABASE_URL": url, "CASEBOOK_LOGIN_RATE_LIMIT": "10000 per minute",
+           "WEB_CONCURRENCY": str(workers()), "CASEBOOK_BIND": f"127.0.0.1:{port}", "GUNICORN_ACCESS_LOG": "/dev/null"}
+    # The production settings (`make serve`), on a free loopback port.
+    command = [str(Path(sys.executable).with_name("gunicorn")), "--config", str(PROJECT / "gunicorn.conf.py"),
+               "wsgi:app"]
     with log.open("wb") as output:
         process = subprocess.Popen(command, cwd=PROJECT, env=env, stdout=output, stderr=subprocess.STDOUT)  # noqa: S603
         try:

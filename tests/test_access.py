@@ -21,11 +21,14 @@ def expect(coordinator, admin, investigator, monitor, nth=404, statistician=403)
 # endpoint: (method, url, form data, expected status per role) for every route behind a log-in.
 ENDPOINTS = {
     "dashboard.home": ("GET", "/", None, expect(200, 200, 200, 200, 200, 200)),
+    "dashboard.site": ("GET", "/sites/KMU/dashboard", None, expect(200, 200, 200, 200)),
+    "dashboard.study": ("GET", "/dashboard/study", None, expect(403, 200, 403, 403, 403, 200)),
     "auth.profile": ("GET", "/profile", None, expect(200, 200, 200, 200, 200, 200)),
     "auth.keepalive": ("POST", "/session/keepalive", {}, expect(200, 200, 200, 200, 200, 200)),
     "records.grid": ("GET", "/sites/KMU/records", None, expect(200, 200, 200, 200)),
     "records.create": ("POST", "/sites/KMU/records", {}, expect(302, 302, 403, 403)),
     "records.record": ("GET", f"/records/{OWN}", None, expect(200, 200, 200, 200)),
+    "records.print_sheet": ("GET", f"/records/{OWN}/print", None, expect(200, 200, 200, 200)),
     "records.form:get": ("GET", f"/records/{OWN}/treatment/1", None, expect(200, 200, 200, 200)),
     "records.form:post": ("POST", f"/records/{OWN}/treatment/1",
                           {"treatment_type": "1", "form_status": "2", "version": "1"}, expect(302, 302, 403, 403)),
@@ -41,17 +44,26 @@ ENDPOINTS = {
     "review.site_queries": ("GET", "/sites/KMU/queries", None, expect(200, 200, 200, 200)),
     "review.quality": ("GET", "/sites/KMU/quality", None, expect(200, 200, 200, 200)),
     "auth.api_token": ("POST", "/profile/api-token", {}, expect(200, 200, 200, 200, 200, 200)),
+    "auth.totp_setup": ("POST", "/profile/2fa/setup", {}, expect(403, 302, 302, 403, 403, 403)),
+    "auth.totp_confirm": ("POST", "/profile/2fa/confirm", {}, expect(422, 422, 422, 422, 422, 422)),
+    "auth.totp_disable": ("POST", "/profile/2fa/disable", {}, expect(422, 422, 422, 422, 422, 422)),
     "api.help_page": ("GET", "/api/help", None, expect(200, 200, 200, 200, 200, 200)),
+    "analysis.page": ("GET", "/analysis", None, expect(200, 200, 200, 200, 200, 200)),
+    "analysis.plot": ("GET", "/analysis/plots/time-to-resolution.svg", None, expect(200, 200, 200, 200, 200, 200)),
     "dictionary.page": ("GET", "/admin/dictionary/", None, expect(403, 200, 403, 403, 403)),
     "dictionary.export": ("GET", "/admin/dictionary/export.csv", None, expect(403, 200, 403, 403, 403)),
     "audit.trail": ("GET", "/audit", None, expect(403, 200, 403, 403, 403)),
     "audit.trail_csv": ("GET", "/audit.csv", None, expect(403, 200, 403, 403, 403)),
 }
-#: Routes open without a log-in: assets, the log-in page, and the REDCap API, which
-#: authenticates each call by token (its role x token matrix is in tests/test_api.py).
-PUBLIC = {"static", "bootstrap.static", "auth.login", "auth.logout", "api.endpoint", "api.index", "api.openapi_json"}
-#: Export routes: their role x profile x site matrix lives in tests/test_exports_access.py.
-COVERED_ELSEWHERE = {"exports.index", "exports.preview", "exports.download"}
+#: Routes open without a log-in: assets, the log-in pages (password, then the two-factor code,
+#: tested in tests/test_totp.py), and the REDCap API, which authenticates each call by token
+#: (its role x token matrix is in tests/test_api.py).
+PUBLIC = {"static", "bootstrap.static", "auth.login", "auth.login_code", "auth.logout", "api.endpoint", "api.index",
+          "api.openapi_json"}
+#: Export routes: their role x profile x site matrix lives in tests/test_exports_access.py,
+#: the background export's (requester only) in tests/test_export_jobs.py.
+COVERED_ELSEWHERE = {"exports.index", "exports.preview", "exports.download",
+                     "exports.start", "exports.job", "exports.job_state", "exports.job_bundle"}
 
 
 @pytest.mark.parametrize("username", ROLES, ids=lambda u: u or "anonymous")

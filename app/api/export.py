@@ -12,10 +12,10 @@ Values are strings; a form never saved exports blank, status included, rather th
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from functools import cached_property
+from typing import Any, NamedTuple
 
 from sqlalchemy import Select, exists, or_, select
 from sqlalchemy.orm import Session
@@ -24,6 +24,7 @@ from app.api.columns import Column, leading_columns, select_columns
 from app.api.params import ApiError, Params
 from app.auth.models import Site, User
 from app.auth.permissions import Action
+from app.exports.source import DATA_TEXT, MISSING_TEXT, stored_json
 from app.logic import LogicError, evaluate, is_true, parse, referenced_fields
 from app.records.models import FormInstance, FormStatus, Record
 from app.records.repository import RecordRepository
@@ -31,6 +32,17 @@ from app.study.definition import Field, Study
 from app.study.fieldtypes import format_number
 
 BATCH_SIZE = 500
+
+
+class StoredForm(NamedTuple):
+    """A form instance as an export reads it (no ORM object: the identity map must not grow)."""
+
+    record_id: int
+    instrument: str
+    instance: int
+    data: dict[str, Any]
+    missing: dict[str, str]
+    status: int
 
 
 def hidden_fields(study: Study, user: User) -> frozenset[str]:
@@ -89,14 +101,16 @@ class ExportReader(RecordRepository):
             yield rows
             last = rows[-1].id
 
-    def form_rows(self, record_ids: Sequence[int], instruments: Sequence[str]) -> list[Any]:
-        """(record id, instrument, instance, data, missing, status) of the records' form instances."""
-        return list(self.session.execute(
+    def form_rows(self, record_ids: Sequence[int], instruments: Sequence[str]) -> list[StoredForm]:
+        """The records' form instances, values decoded."""
+        rows = self.session.execute(
             select(FormInstance.record_id, FormInstance.instrument, FormInstance.instance,
-                   FormInstance.data, FormInstance.missing, FormInstance.status)
+                   DATA_TEXT, MISSING_TEXT, FormInstance.status)
             .where(FormInstance.record_id.in_(record_ids), FormInstance.instrument.in_(instruments))
             .order_by(FormInstance.record_id, FormInstance.instrument, FormInstance.instance)
-        ))
+        )
+        return [StoredForm(record_id, instrument, instance, stored_json(data), stored_json(missing), status)
+                for record_id, instrument, instance, data, missing, status in rows]
 
 
 def _between(column: Any, begin: datetime | None, end: datetime | None) -> Any:
@@ -121,21 +135,19 @@ def parse_timestamp(params: Params, name: str) -> datetime | None:
     raise ApiError(f'The value of the parameter "{name}" must be a date and time as YYYY-MM-DD HH:MM:SS (UTC).')
 
 
-def value_text(field: Field, value: Any) -> str:
-    """A stored value as export text: whole numbers without '.0', dates already ISO."""
+#: Turns one form instance into the text of one column.
+CellWriter = Callable[["StoredForm"], str]
+
+
+def _text_of(field: Field) -> Callable[[Any], str]:
+    """How one field's stored values export: whole numbers without '.0', dates already ISO, as text.
+
+    Chosen once per column, not once per cell."""
     if field.type in ("number", "calc"):
-        return format_number(float(value))
+        return lambda value: format_number(float(value))
     if field.type == "integer":
-        return str(int(value))
-    return str(value)
-
-
-@dataclass(frozen=True, slots=True)
-class _Form:
-    instance: int
-    data: dict[str, Any]
-    missing: dict[str, str]
-    status: int
+        return lambda value: str(int(value))
+    return str
 
 
 class RecordExport:
@@ -194,37 +206,58 @@ class RecordExport:
     def headers(self) -> list[str] | None:
         return [c.header for c in self.columns] if self.label_headers else None
 
-    def batches(self) -> Iterator[list[dict[str, str]]]:
+    def batches(self) -> Iterator[list[list[str]]]:
+        """Rows as lists of text in `names` order, a batch of records at a time.
+
+        Each column's writer is chosen once (`_writers`), so a cell costs a dictionary
+        look-up and a conversion: at 100,000 records there are tens of millions of cells.
+        """
+        main, instances = self._writers()
         for records in self.reader.record_batches(self.statement, self.records):
-            forms: dict[int, dict[str, list[_Form]]] = defaultdict(lambda: defaultdict(list))
+            forms: dict[int, dict[str, list[StoredForm]]] = defaultdict(lambda: defaultdict(list))
             if self.instruments:
                 for row in self.reader.form_rows([r.id for r in records], self.instruments):
-                    forms[row.record_id][row.instrument].append(
-                        _Form(row.instance, row.data or {}, row.missing or {}, row.status))
-            yield [row for record in records for row in self._record_rows(record, forms.get(record.id, {}))]
+                    forms[row.record_id][row.instrument].append(row)
+            yield [row for record in records
+                   for row in self._record_rows(record, forms.get(record.id, {}), main, instances)]
 
-    def _record_rows(self, record: Any, forms: dict[str, list[_Form]]) -> Iterator[dict[str, str]]:
+    def _writers(self) -> tuple[list[tuple[str, list[tuple[int, CellWriter]]]],
+                                dict[str, list[tuple[int, CellWriter]]]]:
+        """(instrument, [(position, writer)]) of the main row; [(position, writer)] per repeating instrument."""
+        position = {name: index for index, name in enumerate(self.names)}
+        main: dict[str, list[tuple[int, CellWriter]]] = defaultdict(list)
+        for c in self.main_columns:
+            main[c.instrument or ""].append((position[c.name], self._writer(c)))
+        instances = {name: [(position[c.name], self._writer(c)) for c in columns]
+                     for name, columns in self.instance_columns.items()}
+        return list(main.items()), instances
+
+    def _record_rows(self, record: Any, forms: dict[str, list[StoredForm]],
+                     main_writers: list[tuple[str, list[tuple[int, CellWriter]]]],
+                     instance_writers: dict[str, list[tuple[int, CellWriter]]]) -> Iterator[list[str]]:
         context: dict[str, Any] = {}
         if self.filter is not None:
-            for name, instances in forms.items():
+            for name, found in forms.items():
                 if not self.study.instrument(name).repeatable:
-                    context.update(instances[0].data)
-                    context.update(instances[0].missing)
-        lead = {"id": record.label, "dag": record.name if self.labels_wanted else record.code.lower()}
-        main = self._row(lead, "", "")
-        for c in self.main_columns:
-            instances = forms.get(c.instrument or "")
-            main[c.name] = self._cell(c, instances[0] if instances else None)
+                    context.update(found[0].data)
+                    context.update(found[0].missing)
+        dag = record.name if self.labels_wanted else record.code.lower()
+        main = self._row(record.label, dag, "", "")
+        for instrument, writers in main_writers:
+            found = forms.get(instrument)
+            if found:
+                for index, write in writers:
+                    main[index] = write(found[0])
         if self._keep(context):
             yield main
-        for name, columns in self.instance_columns.items():
+        for name, writers in instance_writers.items():
             shown = self.study.instrument(name).label if self.labels_wanted else name
             for form in forms.get(name, []):
                 if not self._keep({**context, **form.data, **form.missing}):
                     continue
-                row = self._row(lead, shown, str(form.instance))
-                for c in columns:
-                    row[c.name] = self._cell(c, form)
+                row = self._row(record.label, dag, shown, str(form.instance))
+                for index, write in writers:
+                    row[index] = write(form)
                 yield row
 
     def _keep(self, scope: dict[str, Any]) -> bool:
@@ -232,41 +265,61 @@ class RecordExport:
             return True
         return is_true(evaluate(self.filter, scope, self.study.missing_code_values))
 
-    def _row(self, lead: dict[str, str], instrument: str, instance: str) -> dict[str, str]:
-        row = dict.fromkeys(self.names, "")
-        for c in self.columns:
-            if c.kind == "id":
-                row[c.name] = lead["id"]
-            elif c.kind == "repeat_instrument":
-                row[c.name] = instrument
-            elif c.kind == "repeat_instance":
-                row[c.name] = instance
-            elif c.kind == "dag":
-                row[c.name] = lead["dag"]
+    def _row(self, label: str, dag: str, instrument: str, instance: str) -> list[str]:
+        """A row with its leading columns filled and every data cell blank (a form never saved)."""
+        row = self._blank.copy()
+        lead = {"id": label, "repeat_instrument": instrument, "repeat_instance": instance, "dag": dag}
+        for index, kind in self._lead:
+            row[index] = lead[kind]
         return row
 
-    def _cell(self, column: Column, form: _Form | None) -> str:
-        if form is None:
-            return ""
+    @cached_property
+    def _blank(self) -> list[str]:
+        return [""] * len(self.columns)
+
+    @cached_property
+    def _lead(self) -> list[tuple[int, str]]:
+        """(position, kind) of the leading columns (record ID, redcap_repeat_*, DAG)."""
+        return [(index, c.kind) for index, c in enumerate(self.columns) if c.field is None and c.kind != "status"]
+
+    def _writer(self, column: Column) -> CellWriter:
+        """The function that writes `column` for a saved form instance (a StoredForm)."""
         if column.kind == "status":
-            return FormStatus(form.status).label if self.labels_wanted else str(form.status)
+            if self.labels_wanted:
+                return lambda form: FormStatus(form.status).label
+            return lambda form: str(form.status)
         field = column.field
         assert field is not None
-        code = form.missing.get(field.name)
-        value = form.data.get(field.name)
+        name, code = field.name, column.code
         if column.kind in ("option", "missing"):
-            held = (code == column.code) if column.kind == "missing" else column.code in (value or [])
+            held: Callable[[StoredForm], bool]
+            if column.kind == "missing":
+                held = lambda form: form.missing.get(name) == code  # noqa: E731
+            else:
+                held = lambda form: code in (form.data.get(name) or [])  # noqa: E731
             if not self.labels_wanted:
-                return "1" if held else "0"
+                return lambda form: "1" if held(form) else "0"
             if self.checkbox_labels:
-                label = field.choice_label(column.code or "") if column.kind == "option" else None
-                return (label or self.study.missing_label(column.code or "") or "") if held else ""
-            return "Checked" if held else "Unchecked"
-        if code:
-            return (self.study.missing_label(code) or code) if self.labels_wanted else code
-        if value is None:
-            return ""
+                label = field.choice_label(code or "") if column.kind == "option" else None
+                ticked = label or self.study.missing_label(code or "") or ""
+                return lambda form: ticked if held(form) else ""
+            return lambda form: "Checked" if held(form) else "Unchecked"
+        missing_text = (lambda code: self.study.missing_label(code) or code) if self.labels_wanted else str
         if self.labels_wanted and field.choices and field.type != "checkbox":
-            return field.choice_label(str(value)) or str(value)
-        return value_text(field, value)
+            text = lambda value: field.choice_label(str(value)) or str(value)  # noqa: E731
+        else:
+            text = _text_of(field)
 
+        def write(form: StoredForm) -> str:
+            code = form.missing.get(name) if form.missing else None
+            if code:
+                return missing_text(code)
+            value = form.data.get(name)
+            return "" if value is None else text(value)
+
+        return write
+
+    def _keep(self, scope: dict[str, Any]) -> bool:
+        if self.filter is None:
+            return True
+        return is_true(evaluate(self.filter, scope, self.study.missing_code_values))

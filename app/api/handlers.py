@@ -211,7 +211,7 @@ LOG_TYPES: dict[str, tuple[str, ...]] = {
     "record_delete": ("delete_record",),
     "export": ("export_records",),
     "user": ("login", "login_failed", "login_locked", "logout", "password_changed", "user_created",
-             "role_granted", "api_token_created", "api_token_revoked"),
+             "role_granted", "api_token_created", "api_token_revoked", "totp_enabled", "totp_disabled", "totp_reset"),
 }
 
 

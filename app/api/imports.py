@@ -19,16 +19,28 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
 
 from app.api.columns import DAG, REPEAT_INSTANCE, REPEAT_INSTRUMENT, Column, import_columns
 from app.api.params import ApiError, Format
+from app.audit.services import batched
 from app.auth.models import Site, User
 from app.auth.permissions import Action, site_ids_for
 from app.errors import ConflictError, NotFoundError, PermissionDenied, ValidationFailed
 from app.records.models import FormInstance, Record
 from app.records.repository import RecordRepository
-from app.records.services import REASON_FIELD, STATUS_FIELD, Actor, Submission, create_record, save_form
+from app.records.services import (
+    REASON_FIELD,
+    STATUS_FIELD,
+    Actor,
+    RecordState,
+    Submission,
+    create_records,
+    load_states,
+    save_form,
+)
 from app.study.definition import Study
 from app.study.fieldtypes import field_type
 
@@ -170,14 +182,28 @@ class RecordImport:
                 self.problems.append(Problem("", id_field, "", f"Row {number} has no record ID."))
                 continue
             groups.setdefault(sent, []).append(row)
+        # The records and everything save_form reads about them, loaded once for the whole call.
+        found = {} if self.options.force_auto_number else self.repo.by_labels(list(groups))
+        states = load_states(self.session, list(found.values()))
+        targets = {sent: target for sent, group in groups.items()
+                   if (target := self._target(sent, group, found.get(sent))) is not None}
         saved = []
-        for sent, group in groups.items():
-            record = self._record(sent, group)
-            if record is not None:
-                self._save(record, sent, group)
-                saved.append((record.label, sent))
-        if self.problems:
-            raise ImportRejected(self.problems)
+        try:
+            with batched(self.session):  # one head lock and one INSERT for the audit rows of the whole call
+                new = [sent for sent, target in targets.items() if isinstance(target, Site)]
+                created = dict(zip(new, create_records(self.session, self.actor, [targets[sent] for sent in new]),
+                                   strict=True))
+                for sent, target in targets.items():
+                    record = created[sent] if isinstance(target, Site) else target
+                    self._save(record, states.setdefault(record.id, RecordState([], signed=False)), sent,
+                               groups[sent])
+                    saved.append((record.label, sent))
+                if self.problems:
+                    raise ImportRejected(self.problems)
+                self.session.flush()  # every form of the call: save_form leaves the flush to a state's holder
+        except (StaleDataError, IntegrityError):
+            raise ApiError("A record was changed by someone else during the import; nothing was imported. "
+                           "Please try again.") from None
         return saved
 
     def _check_header(self, rows: list[dict[str, str]]) -> None:
@@ -189,7 +215,8 @@ class RecordImport:
         if self.study.record_id_field not in names:
             raise ApiError(f"The record ID field '{self.study.record_id_field}' is missing from the data.")
 
-    def _record(self, sent: str, rows: list[dict[str, str]]) -> Record | None:
+    def _target(self, sent: str, rows: list[dict[str, str]], record: Record | None) -> Record | Site | None:
+        """Where the rows of `sent` go: `record` (found by its label), or the site of a new record."""
         groups = {row.get(DAG, "").strip().lower() for row in rows} - {""}
         if len(groups) > 1:
             self.problems.append(Problem(sent, DAG, ", ".join(sorted(groups)),
@@ -197,11 +224,8 @@ class RecordImport:
             return None
         group = groups.pop() if groups else ""
         if self.options.force_auto_number:
-            site = self._site_for_new(sent, group)
-            return create_record(self.session, self.actor, site) if site else None
-        try:
-            record = self.repo.get(sent)
-        except NotFoundError:
+            return self._site_for_new(sent, group)
+        if record is None:
             self.problems.append(Problem(
                 sent, self.study.record_id_field, sent,
                 "This record does not exist (or is not at one of your sites). Casebook numbers new records "
@@ -286,15 +310,16 @@ class RecordImport:
                 pending.setdefault(where, _Pending(column.instrument, instance)).add(column, raw)
         return sorted(pending.values(), key=lambda p: (self.order[p.instrument], p.instance or 1_000_000_000))
 
-    def _save(self, record: Record, sent: str, rows: list[dict[str, str]]) -> None:
+    def _save(self, record: Record, state: RecordState, sent: str, rows: list[dict[str, str]]) -> None:
         for pending in self._pending(sent, rows):
-            existing = self.repo.form(record, pending.instrument, pending.instance) if pending.instance else None
+            existing = next((f for f in state.forms if (f.instrument, f.instance) == (pending.instrument,
+                                                                                      pending.instance)), None)
             submission = self._submission(sent, pending, existing)
             if submission is None:
                 continue
             try:
                 save_form(self.session, self.study, self.actor, record, pending.instrument, pending.instance,
-                          submission, expected_version=None, reason=self.options.reason or None)
+                          submission, expected_version=None, reason=self.options.reason or None, state=state)
             except ValidationFailed as exc:
                 for name, message in exc.errors.items():
                     if name == REASON_FIELD:

@@ -68,12 +68,26 @@ PARAMETERS: dict[str, dict[str, Any]] = {
 }
 
 
+#: Every refusal the endpoint gives, as REDCap gives it: an HTTP status and an error body.
+ERROR_STATUSES: dict[str, str] = {
+    "400": "A bad request (unknown content, a parameter or imported value that cannot be used).",
+    "403": "Unknown or revoked token, or the user lacks the right.",
+    "404": "A record that does not exist or is outside the token's sites.",
+    "413": "The request is larger than the server accepts.",
+    "429": "Too many calls from this address in a minute.",
+    "503": "The database cannot be reached just now; nothing was changed.",
+}
+_ERROR_SHAPES = (" The body is `{\"error\": ...}` (JSON), `ERROR: ...` (CSV) or `<hash><error>` (XML), "
+                 "in `returnFormat`.")
+
+
 def openapi(server_url: str) -> dict[str, Any]:
     """The description, with the endpoint's absolute URL as its server."""
     contents = "\n".join(
         f"- `{c.name}`: {c.summary}" for c in CONTENTS.values()
     )
     error = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
+    error_content = {"application/json": {"schema": error}, "text/csv": {}, "text/xml": {}}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -104,11 +118,8 @@ def openapi(server_url: str) -> dict[str, Any]:
                         "200": {"description": "The data asked for, in `format` (a stream for large exports).",
                                 "content": {"application/json": {}, "text/csv": {}, "text/xml": {},
                                             "text/plain": {}}},
-                        "400": {"description": "A bad request: `{\"error\": ...}` (JSON), `ERROR: ...` (CSV) "
-                                               "or `<hash><error>` (XML), in `returnFormat`.",
-                                "content": {"application/json": {"schema": error}}},
-                        "403": {"description": "Unknown or revoked token, or the user lacks the right.",
-                                "content": {"application/json": {"schema": error}}},
+                        **{status: {"description": why + _ERROR_SHAPES, "content": error_content}
+                           for status, why in ERROR_STATUSES.items()},
                     },
                 },
             },

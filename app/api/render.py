@@ -20,12 +20,14 @@ from flask import Response, stream_with_context
 
 from app.api.params import Format
 
-Row = Mapping[str, str]
+#: A row: text by column name, or (faster, for record exports) a list of text in column order.
+Row = Mapping[str, str] | Sequence[str]
 
+#: Werkzeug appends "; charset=utf-8" to text/* types itself (naming it here sent it twice).
 MIMETYPES: dict[str, str] = {
     "json": "application/json",
-    "csv": "text/csv; charset=utf-8",
-    "xml": "text/xml; charset=utf-8",
+    "csv": "text/csv",
+    "xml": "text/xml",
 }
 XML_HEAD = '<?xml version="1.0" encoding="UTF-8" ?>\n'
 # Characters XML 1.0 cannot carry at all; dropped so the document stays well-formed.
@@ -44,8 +46,14 @@ def _cdata(value: str) -> str:
     return "<![CDATA[" + value.replace("]]>", "]]]]><![CDATA[>") + "]]>"
 
 
+def _cells(row: Row, columns: Sequence[str]) -> Sequence[str]:
+    """A row's cells in column order."""
+    return [row.get(c, "") for c in columns] if isinstance(row, Mapping) else row
+
+
 def _xml_item(row: Row, columns: Sequence[str]) -> str:
-    return "<item>" + "".join(f"<{c}>{_cdata(row.get(c, ''))}</{c}>" for c in columns) + "</item>\n"
+    cells = _cells(row, columns)
+    return "<item>" + "".join(f"<{c}>{_cdata(v)}</{c}>" for c, v in zip(columns, cells, strict=True)) + "</item>\n"
 
 
 def encode_rows(
@@ -59,15 +67,15 @@ def encode_rows(
     if fmt == "csv":
         yield _csv_lines([list(header or columns)])
         for batch in batches:
-            yield _csv_lines([row.get(c, "") for c in columns] for row in batch)
+            yield _csv_lines(_cells(row, columns) for row in batch)
     elif fmt == "json":
         yield "["
         first = True
         for batch in batches:
             if not batch:
                 continue
-            parts = [json.dumps({c: row.get(c, "") for c in columns}, ensure_ascii=False, separators=(",", ":"))
-                     for row in batch]
+            parts = [json.dumps(dict(zip(columns, _cells(row, columns), strict=True)), ensure_ascii=False,
+                                separators=(",", ":")) for row in batch]
             yield ("" if first else ",") + ",".join(parts)
             first = False
         yield "]"

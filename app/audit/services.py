@@ -4,6 +4,12 @@ Every change to study data, and every security-relevant event, is appended here 
 same transaction as the change itself. Appends are serialised by locking the single
 `audit_head` row (UPDATE ... RETURNING), which on SQLite also takes the write lock, so
 the chain never forks under concurrent writers.
+
+Rows are inserted with one Core statement per append (COPY for large batches on
+PostgreSQL), not as ORM objects: nothing reads them back in the same transaction, and
+an ORM flush of a few hundred rows costs more than the change they describe. A caller
+that saves many forms in one transaction (an API import) wraps them in `batched`, so
+the whole call locks the head once and inserts its rows together.
 """
 
 from __future__ import annotations
@@ -11,17 +17,25 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.orm import Session
 
 from app.audit.models import AuditEvent, AuditHead
 from app.db import utcnow
 
 GENESIS_HASH = "0" * 64
+AUDIT_EVENT = cast(Table, AuditEvent.__table__)
+AUDIT_COLUMNS = ("occurred_at", "user_id", "username", "site_id", "record_id", "record_label", "instrument",
+                 "instance", "field", "old_value", "new_value", "action", "reason", "source", "prev_hash", "hash")
+#: From this many rows on, PostgreSQL gets them by COPY (one statement) instead of an INSERT per row.
+COPY_FROM = 50
+#: session.info key of the rows `batched` holds back until its block ends.
+_HELD = "casebook_audit_held"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,33 +90,89 @@ def chain_hash(prev_hash: str, event: AuditEvent) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
-def append(session: Session, entries: Sequence[AuditEntry], *, when: datetime | None = None) -> list[AuditEvent]:
-    """Add `entries` to the chain in the caller's transaction (flushes, never commits)."""
+class AuditRow:
+    """One audit_event row before insertion; `chain_hash` reads the same attributes as on a model."""
+
+    __slots__ = AUDIT_COLUMNS
+
+    def __init__(self, entry: AuditEntry, occurred_at: datetime | None = None) -> None:
+        self.occurred_at = occurred_at
+        self.user_id, self.username, self.source = entry.user_id, entry.username, entry.source
+        self.site_id, self.record_id, self.record_label = entry.site_id, entry.record_id, entry.record_label
+        self.instrument, self.instance, self.field = entry.instrument, entry.instance, entry.field
+        self.old_value, self.new_value = entry.old, entry.new
+        self.action, self.reason = entry.action, entry.reason
+
+    def values(self) -> tuple[Any, ...]:
+        """The row in AUDIT_COLUMNS order."""
+        return (self.occurred_at, self.user_id, self.username, self.site_id, self.record_id, self.record_label,
+                self.instrument, self.instance, self.field, self.old_value, self.new_value, self.action,
+                self.reason, self.source, self.prev_hash, self.hash)
+
+
+def append(session: Session, entries: Sequence[AuditEntry], *, when: datetime | None = None) -> None:
+    """Add `entries` to the chain in the caller's transaction (never commits).
+
+    Inside `batched` the rows are held and written when the block ends; otherwise now.
+    """
     if not entries:
-        return []
+        return
+    occurred = when or utcnow()
+    rows = [AuditRow(entry, occurred) for entry in entries]
+    held = session.info.get(_HELD)
+    if held is not None:
+        held.extend(rows)
+    else:
+        write_chained(session, rows)
+
+
+def write_chained(session: Session, rows: Sequence[AuditRow]) -> None:
+    """Lock the chain's head, hash `rows` onto it in order, insert them and move the head."""
+    if not rows:
+        return
     prev = session.execute(
         update(AuditHead)
         .where(AuditHead.id == 1)
-        .values(count=AuditHead.count + len(entries))
+        .values(count=AuditHead.count + len(rows))
         .returning(AuditHead.last_hash)
     ).scalar_one()
-    occurred = when or utcnow()
-    rows: list[AuditEvent] = []
-    for entry in entries:
-        row = AuditEvent(
-            occurred_at=occurred, user_id=entry.user_id, username=entry.username,
-            site_id=entry.site_id, record_id=entry.record_id, record_label=entry.record_label,
-            instrument=entry.instrument, instance=entry.instance, field=entry.field,
-            old_value=entry.old, new_value=entry.new, action=entry.action,
-            reason=entry.reason, source=entry.source, prev_hash=prev,
-        )
-        row.hash = chain_hash(prev, row)
-        prev = row.hash
-        rows.append(row)
-    session.add_all(rows)
+    for row in rows:
+        row.prev_hash = prev
+        row.hash = prev = chain_hash(prev, cast(AuditEvent, row))
+    connection = session.connection()
+    if connection.dialect.name == "postgresql" and len(rows) >= COPY_FROM:
+        # psycopg 3 sends an executemany as one INSERT per row; COPY streams them in one
+        # statement, in the session's transaction. The values are the ones hashed (an aware
+        # UTC time, text and integers), so what is stored is what the chain covers.
+        columns = ", ".join(AUDIT_COLUMNS)
+        with connection.connection.dbapi_connection.cursor() as cursor, \
+                cursor.copy(f"COPY audit_event ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row.values())
+    else:
+        connection.execute(insert(AUDIT_EVENT), [dict(zip(AUDIT_COLUMNS, row.values(), strict=True)) for row in rows])
     session.execute(update(AuditHead).where(AuditHead.id == 1).values(last_hash=prev))
-    session.flush()
-    return rows
+
+
+@contextmanager
+def batched(session: Session) -> Iterator[None]:
+    """Hold every `append` inside the block and write the rows together when it ends.
+
+    For one transaction that saves many forms: the chain's head is locked once (late, so
+    concurrent writers wait less) and the rows go in one statement, in the order they were
+    appended. If the block raises, the held rows are dropped with the transaction the
+    caller rolls back. Nested blocks join the outer one.
+    """
+    if _HELD in session.info:
+        yield
+        return
+    held: list[AuditRow] = []
+    session.info[_HELD] = held
+    try:
+        yield
+    finally:
+        del session.info[_HELD]
+    write_chained(session, held)
 
 
 @dataclass(frozen=True, slots=True)

@@ -87,30 +87,37 @@ class CsvWriter:
         self._writer = csv.writer(self._file)
         columns = table.columns
         self._writer.writerow([escape_formula(c.label) if labels else c.name for c in columns])
-        self._renderers = [self._labelled(c) if labels else _raw(c) for c in columns]
+        renderers = [self._labelled(c) if labels else _raw(c.kind) for c in columns]
+        #: Only the columns whose text is not what the csv module writes anyway (None as "",
+        #: an int, a date in ISO form) are converted, cell by cell.
+        self._convert = [(index, fn) for index, fn in enumerate(renderers) if fn is not None]
 
     @staticmethod
-    def _labelled(column: Column) -> Callable[[Any], str]:
+    def _labelled(column: Column) -> Callable[[Any], str] | None:
         if not column.value_labels:
-            return _raw(column)
-
-        def label(value: Any) -> str:
-            if value is None:
-                return ""
-            return escape_formula(column.label_of(value) or str(value))
-
-        return label
+            return _raw(column.kind)
+        return lambda value: escape_formula(column.label_of(value) or str(value))
 
     def write(self, rows: Iterable[Row]) -> None:
-        renderers = self._renderers
-        self._writer.writerows([fn(cell[0]) for fn, cell in zip(renderers, row, strict=True)] for row in rows)
+        convert = self._convert
+        out = []
+        for row in rows:
+            values = [cell[0] for cell in row]
+            for index, fn in convert:
+                value = values[index]
+                if value is not None:
+                    values[index] = fn(value)
+            out.append(values)
+        self._writer.writerows(out)
 
     def close(self) -> None:
         self._file.close()
 
 
-def _raw(column: Column) -> Callable[[Any], str]:
-    kind = column.kind
+def _raw(kind: Kind) -> Callable[[Any], str] | None:
+    """`render` for a non-blank value of `kind`; None where the csv module's own text is the same."""
+    if kind in (Kind.INTEGER, Kind.DATE):  # ints and dates only: str() of either is render()'s text
+        return None
     return lambda value: render(kind, value)
 
 

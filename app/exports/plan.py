@@ -152,6 +152,10 @@ def _days(later: datetime, earlier: datetime, whole: bool) -> int | float:
     return delta.days if whole else delta.total_seconds() / SECONDS_PER_DAY
 
 
+#: Computes one column's cell from (prepared record, the row's form instance, whether it is the record's own row).
+CellWriter = Callable[["RecordView", FormRow | None, bool], Cell]
+
+
 class Plan:
     """The tables of one export of one profile (wide repeat columns sized by the data)."""
 
@@ -168,6 +172,8 @@ class Plan:
         self.instrument_columns = {inst.name: self._instrument_columns(inst) for inst in self.instruments}
         self.tables = self._tables(repeat_counts or {})
         self._check_names()
+        self._compiled: dict[Column, CellWriter] = {}
+        self._compiled_tables: dict[str, list[CellWriter]] = {}
 
     # -- columns -------------------------------------------------------------------------------
 
@@ -346,47 +352,86 @@ class Plan:
 
     def rows(self, table: Table, rec: RecordView) -> Iterator[list[Cell]]:
         """The table's rows for one record."""
+        cells = self._table_cells(table)
         if table.instrument is not None:
             for form in _instances(rec, table.instrument):
-                yield [self.cell(c, rec, form) for c in table.columns]
+                yield [cell(rec, form, True) for cell in cells]
             return
-        yield [self.cell(c, rec, None) for c in table.columns]
+        yield [cell(rec, None, True) for cell in cells]
         if table.long:
             for inst in self.instruments:
                 if inst.repeatable:
                     for form in _instances(rec, inst.name):
-                        yield [self.cell(c, rec, form, base_row=False) for c in table.columns]
+                        yield [cell(rec, form, False) for cell in cells]
 
     def cell(self, column: Column, rec: RecordView, row_form: FormRow | None, *, base_row: bool = True) -> Cell:
         """One cell; `row_form` is the form instance the row stands for (repeat tables, long rows)."""
+        return self._cell_of(column)(rec, row_form, base_row)
+
+    def _table_cells(self, table: Table) -> list[CellWriter]:
+        cells = self._compiled_tables.get(table.name)
+        if cells is None:
+            cells = self._compiled_tables[table.name] = [self._cell_of(c) for c in table.columns]
+        return cells
+
+    def _cell_of(self, column: Column) -> CellWriter:
+        cell = self._compiled.get(column)
+        if cell is None:
+            cell = self._compiled[column] = self._compile(column)
+        return cell
+
+    def _compile(self, column: Column) -> CellWriter:
+        """The function computing `column`'s cell, with every choice that depends only on the column
+        (its role, which form it reads, suppression) made once: an export computes millions of cells."""
         role = column.role
         if role in _RECORD_CELLS:
-            if not base_row and role in (Role.SITE, Role.DAY0):
-                return BLANK
-            return _RECORD_CELLS[role](self, column, rec, row_form)
-        if role == Role.MISSING and column.field is None:
-            return (SUPPRESSED.code, None) if rec.suppressed and base_row else BLANK
-        form = self._form_for(column, rec, row_form, base_row)
-        if form is None:
-            return BLANK
-        if rec.suppressed and column.field in self.suppressible:
-            return (SUPPRESSED.code, None) if role == Role.MISSING else (None, SUPPRESSED.code)
+            record_cell = _RECORD_CELLS[role]
+            if role in (Role.SITE, Role.DAY0):  # the record's own row only, not its long instance rows
+                return lambda rec, form, base_row: record_cell(self, column, rec, form) if base_row else BLANK
+            return lambda rec, form, base_row: record_cell(self, column, rec, form)
+        if role == Role.MISSING and column.field is None:  # the record's suppression marker
+            return lambda rec, form, base_row: (SUPPRESSED.code, None) if rec.suppressed and base_row else BLANK
+        find = self._form_finder(column)
+        name = column.field
+        value_of: Callable[[RecordView, FormRow], Cell]
         if role == Role.STATUS:
-            return (form.status, None)
-        code = form.missing.get(column.field) if column.field else None
-        if role == Role.MISSING:
-            return (code, None)
-        if code:
-            return (None, code)
-        return _FIELD_CELLS[role](self, column, rec, form.data.get(column.field))
+            value_of = lambda rec, form: (form.status, None)  # noqa: E731
+        elif role == Role.MISSING:
+            value_of = lambda rec, form: (form.missing.get(name), None)  # noqa: E731
+        else:
+            field_cell = _FIELD_CELLS[role]
 
-    def _form_for(self, column: Column, rec: RecordView, row_form: FormRow | None, base_row: bool) -> FormRow | None:
+            def value_of(rec: RecordView, form: FormRow) -> Cell:
+                code = form.missing.get(name) if name else None
+                if code:
+                    return (None, code)
+                return field_cell(self, column, rec, form.data.get(name))
+
+        suppressible = column.field in self.suppressible
+        suppressed: Cell = (SUPPRESSED.code, None) if role == Role.MISSING else (None, SUPPRESSED.code)
+
+        def cell(rec: RecordView, row_form: FormRow | None, base_row: bool) -> Cell:
+            form = find(rec, row_form, base_row)
+            if form is None:
+                return BLANK
+            if suppressible and rec.suppressed:
+                return suppressed
+            return value_of(rec, form)
+
+        return cell
+
+    def _form_finder(self, column: Column) -> Callable[[RecordView, FormRow | None, bool], FormRow | None]:
+        """Which form instance a column reads: a fixed instance (wide `_1`, `_2` columns), the row's
+        own instance (repeat tables, long rows), or the record's single form (its own row only)."""
         instrument = column.instrument
         if column.instance is not None:
-            return rec.forms.get((instrument, column.instance))
+            key = (instrument, column.instance)
+            return lambda rec, row_form, base_row: rec.forms.get(key)
         if instrument in self._repeatable:
-            return row_form if row_form is not None and row_form.instrument == instrument else None
-        return rec.forms.get((instrument, 1)) if base_row else None
+            return lambda rec, row_form, base_row: (
+                row_form if row_form is not None and row_form.instrument == instrument else None)
+        single = (instrument, 1)
+        return lambda rec, row_form, base_row: rec.forms.get(single) if base_row else None
 
 
 def _instances(rec: RecordView, instrument: str) -> list[FormRow]:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import secrets
 from pathlib import Path
 
+from app.config import secret_file
 from app.errors import CasebookError
 
 KEY_ENV = "CASEBOOK_PSEUDONYM_KEY"
@@ -37,18 +37,8 @@ def load_key(instance_path: Path) -> bytes:
         if len(env) < MIN_KEY_LENGTH:
             raise PseudonymKeyError(f"{KEY_ENV} must be at least {MIN_KEY_LENGTH} characters long.")
         return env.encode("utf-8")
-    instance_path.mkdir(parents=True, exist_ok=True)
     key_file = instance_path / KEY_FILE
-    if not key_file.exists():
-        # O_EXCL: two processes starting together cannot both write a different key.
-        try:
-            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(secrets.token_hex(32))
-    key = key_file.read_text().strip()
+    key = secret_file(key_file)
     if len(key) < MIN_KEY_LENGTH:
         raise PseudonymKeyError(f"{key_file.name} in the instance folder is shorter than {MIN_KEY_LENGTH} characters.")
     return key.encode("utf-8")

@@ -26,6 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app import __version__
+from app.analysis.services import write_analysis_html
 from app.audit.services import AuditEntry, append
 from app.auth.models import Site, SiteRole, User
 from app.db import utcnow
@@ -347,6 +348,7 @@ class _Bundle:
                 writer.close()
             self._statistical(table)
         self.odm.close()
+        write_analysis_html(self.root, self.plan)  # pooled bundles only; from the Parquet tables just closed
         rows = codebook_rows(self.plan, self.missing)
         write_codebook_csv(self.root / "codebook.csv", rows)
         csv_paths = {t.name: f"csv/{t.name}.csv" for t in self.plan.tables}

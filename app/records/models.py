@@ -11,7 +11,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.auth.models import Site, User
@@ -32,7 +32,12 @@ class FormStatus(enum.IntEnum):
 
 class Record(Base):
     __tablename__ = "record"
-    __table_args__ = (UniqueConstraint("site_id", "number"),)
+    __table_args__ = (
+        UniqueConstraint("site_id", "number"),
+        # The record-status grid counts and pages a site's live records from this index alone.
+        Index("ix_record_site_id_number_live", "site_id", "number",
+              postgresql_where=text("deleted_at IS NULL"), sqlite_where=text("deleted_at IS NULL")),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     site_id: Mapped[int] = mapped_column(ForeignKey("site.id"), index=True)

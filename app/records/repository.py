@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import Session
 
 from app.audit.models import AuditEvent
@@ -20,6 +20,11 @@ from app.auth.permissions import Action, site_ids_for
 from app.errors import NotFoundError
 from app.records.models import FormInstance, Record
 from app.review.models import DataQuery, QueryStatus
+
+#: The grid's form-status filter (`?form=X&status=...`): the status its cell shows, or not started.
+STATUS_FILTERS: dict[str, int | None] = {"incomplete": 0, "unverified": 1, "complete": 2, "none": None}
+#: Labels per IN (...) list in `by_labels` (well below every database's parameter limit).
+LABEL_BATCH = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +81,16 @@ class RecordRepository:
             raise NotFoundError("No such record.")
         return record
 
+    def by_labels(self, labels: Sequence[str], action: Action = Action.VIEW) -> dict[str, Record]:
+        """`get` for many record IDs at once (an import): the ones found, by label; absent ones are left out."""
+        found: dict[str, Record] = {}
+        for start in range(0, len(labels), LABEL_BATCH):
+            chunk = labels[start:start + LABEL_BATCH]
+            found.update((r.label, r) for r in self.session.scalars(
+                self._scoped(select(Record).where(Record.label.in_(chunk)), action)
+            ))
+        return found
+
     def forms(self, record: Record) -> list[FormInstance]:
         """All form instances of a record the caller already obtained through `get`."""
         return list(
@@ -95,12 +110,19 @@ class RecordRepository:
             )
         )
 
-    def page(self, site: Site, *, search: str = "", page: int = 1, per_page: int = 50) -> RecordPage:
-        """One page of a site's record-status grid: two queries whatever the page size."""
+    def page(self, site: Site, *, search: str = "", page: int = 1, per_page: int = 50,
+             form_status: tuple[str, int | None] | None = None) -> RecordPage:
+        """One page of a site's record-status grid: two queries whatever the page size.
+
+        `form_status` (instrument, status) keeps the records whose least advanced instance of
+        that form has the status, as the grid's cell shows it; status None: form not started.
+        """
         stmt = self._scoped(select(Record).where(Record.site_id == site.id))
         if search:
             escaped = search.strip().upper().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             stmt = stmt.where(Record.label.like(f"%{escaped}%", escape="\\"))
+        if form_status is not None:
+            stmt = stmt.where(_form_status_filter(*form_status))
         total = self.session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
         page = max(1, page)
         records = list(
@@ -175,3 +197,14 @@ class RecordRepository:
             if record.label == label:
                 return record
         raise NotFoundError("No such deleted record.")
+
+
+def _form_status_filter(instrument: str, status: int | None) -> ColumnElement[bool]:
+    def instances(*conditions: ColumnElement[bool]) -> ColumnElement[bool]:
+        return select(FormInstance.id).where(
+            FormInstance.record_id == Record.id, FormInstance.instrument == instrument, *conditions
+        ).exists()
+
+    if status is None:
+        return ~instances()
+    return instances(FormInstance.status == status) & ~instances(FormInstance.status < status)

@@ -10,6 +10,7 @@ from werkzeug.wrappers import Response
 
 from app.audit.services import VALUE_ACTIONS, decode_cell
 from app.auth.permissions import Action, can
+from app.db import utcnow
 from app.errors import ConflictError, ValidationFailed
 from app.extensions import db
 from app.logic import to_json
@@ -21,7 +22,7 @@ from app.records.forms import (
     reason_from,
     submission_from,
 )
-from app.records.repository import RecordRepository
+from app.records.repository import STATUS_FILTERS, RecordRepository
 from app.records.services import (
     STATUS_FIELD,
     Actor,
@@ -54,7 +55,13 @@ def grid(site_code: str) -> str:
     site = repo.site(site_code)
     page = request.args.get("page", "1")
     search = request.args.get("q", "").strip()[:40]
-    result = repo.page(site, search=search, page=int(page) if page.isdigit() else 1)
+    form_name, status = request.args.get("form", ""), request.args.get("status", "")
+    form_status = None
+    if current_study().has_instrument(form_name) and status in STATUS_FILTERS:
+        form_status = (form_name, STATUS_FILTERS[status])
+    else:
+        form_name = status = ""
+    result = repo.page(site, search=search, page=int(page) if page.isdigit() else 1, form_status=form_status)
     cells: dict[int, dict[str, tuple[int | None, int]]] = {}
     for rec in result.records:
         row: dict[str, tuple[int | None, int]] = {}
@@ -66,6 +73,7 @@ def grid(site_code: str) -> str:
         cells[rec.id] = row
     return render_template(
         "records/grid.html", site=site, result=result, search=search, cells=cells,
+        form_filter=form_name, status_filter=status,
         can_create=can(current_user, Action.CREATE, site.id),
     )
 
@@ -135,6 +143,32 @@ def restore(label: str) -> Response:
     return redirect(url_for("records.record", label=label))
 
 
+@bp.route("/records/<label>/print")
+@login_required
+def print_sheet(label: str) -> str:
+    """Every form's values on one page, laid out to print as a source-verification sheet."""
+    repo = _repo()
+    rec = repo.get(label)
+    study = current_study()
+    stored: dict[str, list[Any]] = {i.name: [] for i in study.instruments}
+    for f in repo.forms(rec):
+        stored.setdefault(f.instrument, []).append(f)
+    sheets = [
+        (inst, form, [(f, _shown(f, form.data.get(f.name), form.missing.get(f.name))) for f in inst.data_fields])
+        for inst in study.instruments for form in stored[inst.name]
+    ]
+    return render_template("records/print.html", record=rec, sheets=sheets, unsaved=[
+        i for i in study.instruments if not stored[i.name]], signature=valid_signature(db.session, rec),
+        printed_at=utcnow())
+
+
+def _shown(field: Any, value: Any, code: str | None) -> str:
+    """A stored value as people read it: choice labels, or the missing-data code and its meaning."""
+    if code:
+        return f"{code} ({current_study().missing_label(code) or 'missing'})"
+    return field_type(field).to_text(field, value)
+
+
 def _audit_row(event: Any) -> dict[str, Any]:
     study = current_study()
     field = study.field(event.field) if event.field and study.has_field(event.field) else None
@@ -147,9 +181,7 @@ def _audit_row(event: Any) -> dict[str, Any]:
         if not (field and event.action in VALUE_ACTIONS):  # query, warning, signature rows hold text
             return text
         value, code = decode_cell(text)
-        if code:
-            return f"{code} ({study.missing_label(code) or 'missing'})"
-        return field_type(field).to_text(field, value)
+        return _shown(field, value, code)
 
     return {
         "event": event,
@@ -258,7 +290,10 @@ def _conflict_details(inst: Instrument, exc: ConflictError, form: Any) -> list[d
         saved_code = current.missing.get(f.name)
         saved = saved_code or field_type(f).to_text(f, current.data.get(f.name))
         mine = form[f.name].data
-        mine_text = ", ".join(mine) if isinstance(mine, list) else (mine or "")
+        if field_type(f).has_choices:  # both sides as labels, so a choice compares like with like
+            mine_text = field_type(f).to_text(f, mine or None)
+        else:
+            mine_text = ", ".join(mine) if isinstance(mine, list) else (mine or "")
         code_field = f.name + MISSING_SUFFIX
         if code_field in form and form[code_field].data:
             mine_text = form[code_field].data

@@ -24,18 +24,17 @@ from __future__ import annotations
 
 import multiprocessing
 import secrets
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from multiprocessing.pool import AsyncResult
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
-from app.audit.models import AuditEvent, AuditHead
-from app.audit.services import AuditEntry, append, chain_hash, encode_cell
+from app.audit.services import AuditEntry, AuditRow, append, encode_cell, write_chained
 from app.auth.models import Membership, Site, SiteRole, User
 from app.auth.services import SiteGrant, create_site, create_user
 from app.db import utcnow
@@ -43,7 +42,7 @@ from app.errors import ValidationFailed
 from app.logic import referenced_fields
 from app.records.models import FormInstance, FormStatus, Record
 from app.records.quality import rule_hits, shown_value
-from app.records.services import apply_logic
+from app.records.services import apply_logic, take_numbers
 from app.review.models import DataQuery, QueryMessage, QueryStatus, Signature, SignatureMeaning
 from app.review.services import MAX_TEXT
 from app.study import load_study
@@ -63,9 +62,6 @@ FORM_INSTANCE = cast(Table, FormInstance.__table__)
 SIGNATURE = cast(Table, Signature.__table__)
 DATA_QUERY = cast(Table, DataQuery.__table__)
 QUERY_MESSAGE = cast(Table, QueryMessage.__table__)
-AUDIT_EVENT = cast(Table, AuditEvent.__table__)
-AUDIT_COLUMNS = ("occurred_at", "user_id", "username", "site_id", "record_id", "record_label", "instrument",
-                 "instance", "field", "old_value", "new_value", "action", "reason", "source", "prev_hash", "hash")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,32 +92,9 @@ class SiteRef:
     code: str
 
 
-class AuditRow:
-    """One audit_event row before insertion; `chain_hash` reads the same attributes as on a model."""
-
-    __slots__ = ("action", "field", "hash", "instance", "instrument", "new_value", "occurred_at", "old_value",
-                 "prev_hash", "reason", "record_id", "record_label", "site_id", "source", "user_id", "username")
-
-    def __init__(
-        self, person: Person, action: str, *, instrument: str | None = None, instance: int | None = None,
-        field: str | None = None, new: str | None = None, reason: str | None = None,
-    ) -> None:
-        self.user_id = person.id
-        self.username = person.username
-        self.action = action
-        self.instrument = instrument
-        self.instance = instance
-        self.field = field
-        self.old_value: str | None = None
-        self.new_value = new
-        self.reason = reason
-        self.source = SOURCE
-
-    def values(self) -> tuple[Any, ...]:
-        """The row in AUDIT_COLUMNS order."""
-        return (self.occurred_at, self.user_id, self.username, self.site_id, self.record_id, self.record_label,
-                self.instrument, self.instance, self.field, self.old_value, self.new_value, self.action,
-                self.reason, self.source, self.prev_hash, self.hash)
+def audit_row(person: Person, action: str, **details: Any) -> AuditRow:
+    """An audit row by `person` from the synthetic source; time, place and chain are set when written."""
+    return AuditRow(AuditEntry(action, user_id=person.id, username=person.username, source=SOURCE, **details))
 
 
 @dataclass(slots=True)
@@ -229,12 +202,12 @@ class CaseBuilder:
         for f in instrument.data_fields:
             new = encode_cell(data.get(f.name), missing.get(f.name))
             if new is not None:  # a new form: every filled field is a change from blank
-                rows.append(AuditRow(who, "calculate" if f.type == "calc" else "update", instrument=instrument.name,
+                rows.append(audit_row(who, "calculate" if f.type == "calc" else "update", instrument=instrument.name,
                                      instance=spec.instance, field=f.name, new=new))
-        rows.append(AuditRow(who, "status", instrument=instrument.name, instance=spec.instance, new=str(spec.status)))
+        rows.append(audit_row(who, "status", instrument=instrument.name, instance=spec.instance, new=str(spec.status)))
         scope = {**context, **data, **missing}
         rows += [
-            AuditRow(who, "dq_warning_confirmed", instrument=instrument.name, instance=spec.instance,
+            audit_row(who, "dq_warning_confirmed", instrument=instrument.name, instance=spec.instance,
                      field=rule.field, new=shown_value(study, rule.field, scope), reason=f"{rule.id}: {rule.label}")
             for rule in rule_hits(study, study.rules_for(instrument.name), scope)
         ]
@@ -309,14 +282,14 @@ class BulkWriter:
 
         audit: list[AuditRow] = []
         for case, record_id, (_, label) in zip(built, record_ids, labels, strict=True):
-            rows = [AuditRow(coordinator, "create_record")]
+            rows = [audit_row(coordinator, "create_record")]
             for form in case.forms:
                 rows += form.audit
             rows += query_rows.get(record_id, [])
             if case.spec.signature:
                 meaning = SignatureMeaning(case.spec.signature)
-                rows += [AuditRow(investigator, "sign", new=meaning.value, reason=meaning.label),
-                         AuditRow(investigator, "lock", reason="Locked by signature")]
+                rows += [audit_row(investigator, "sign", new=meaning.value, reason=meaning.label),
+                         audit_row(investigator, "lock", reason="Locked by signature")]
             for row in rows:
                 row.site_id, row.record_id, row.record_label = case.site.id, record_id, label
             audit += rows
@@ -324,22 +297,12 @@ class BulkWriter:
         return record_ids
 
     def _number_records(self, built: Sequence[BuiltCase]) -> list[tuple[int, str]]:
-        """Next numbers per site, taken as create_record does (UPDATE ... RETURNING locks the site row)."""
-        wanted: dict[SiteRef, int] = defaultdict(int)
-        for case in built:
-            wanted[case.site] += 1
-        next_number: dict[SiteRef, int] = {}
-        for site, count in sorted(wanted.items(), key=lambda item: item[0].id):
-            last = self.session.execute(
-                update(Site).where(Site.id == site.id)
-                .values(last_record_number=Site.last_record_number + count)
-                .returning(Site.last_record_number)
-            ).scalar_one()
-            next_number[site] = last - count + 1
+        """Next numbers per site, taken as create_record does (`take_numbers`)."""
+        next_number = take_numbers(self.session, Counter(case.site.id for case in built))
         labels = []
         for case in built:
-            number = next_number[case.site]
-            next_number[case.site] += 1
+            number = next_number[case.site.id]
+            next_number[case.site.id] += 1
             labels.append((number, f"{case.site.code}-{number:04d}"))
         return labels
 
@@ -370,43 +333,17 @@ class BulkWriter:
             for person, action, text, status in steps:
                 messages.append({"query_id": query_id, "user_id": person.id, "action": action, "text": text,
                                  "created_at": now})
-                audit[record_id].append(AuditRow(person, f"query_{action}", instrument=q.instrument,
+                audit[record_id].append(audit_row(person, f"query_{action}", instrument=q.instrument,
                                                  instance=q.instance, field=q.field, new=status.value,
                                                  reason=f"query #{query_id}: {text}"))
         self.session.execute(insert(QUERY_MESSAGE), messages)
         return audit
 
     def _append(self, rows: list[AuditRow], when: datetime) -> None:
-        """`append` for many rows: lock the head, chain the hashes, insert, move the head."""
-        prev = self.session.execute(
-            update(AuditHead).where(AuditHead.id == 1)
-            .values(count=AuditHead.count + len(rows))
-            .returning(AuditHead.last_hash)
-        ).scalar_one()
+        """`append` for many rows: one head lock, one statement (COPY on PostgreSQL)."""
         for row in rows:
             row.occurred_at = when
-            row.prev_hash = prev
-            row.hash = prev = chain_hash(prev, cast(AuditEvent, row))
-        self._insert_audit(rows)
-        self.session.execute(update(AuditHead).where(AuditHead.id == 1).values(last_hash=prev))
-
-    def _insert_audit(self, rows: list[AuditRow]) -> None:
-        """Audit rows are most of what a seed writes: COPY on PostgreSQL, executemany elsewhere.
-
-        psycopg 3 sends an executemany as one INSERT per row; COPY streams the batch in one
-        statement, in the session's transaction, and is the faster of the two. The values are the
-        ones hashed (an aware UTC time, plain text and integers), so what is stored is what
-        the chain covers; `verify_chain` in the tests proves it on both databases.
-        """
-        connection = self.session.connection()
-        if connection.dialect.name == "postgresql":
-            columns = ", ".join(AUDIT_COLUMNS)
-            with connection.connection.dbapi_connection.cursor() as cursor, \
-                    cursor.copy(f"COPY audit_event ({columns}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row.values())
-            return
-        connection.execute(insert(AUDIT_EVENT), [dict(zip(AUDIT_COLUMNS, row.values(), strict=True)) for row in rows])
+        write_chained(self.session, rows)
 
 
 def ensure_sites(session: Session, count: int) -> list[SiteRef]:
