@@ -19,6 +19,7 @@ import yaml
 
 from app.logic import Expr, LogicError, parse, referenced_fields
 from app.study.definition import Study
+from app.study.loader import SafeLoader
 
 PROFILE_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,59}$")
 TABLE_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
@@ -316,7 +317,7 @@ def load_profiles(directory: Path, study: Study) -> dict[str, Profile]:
             reader.bad("file name", "a profile name is lower-case letters, digits and underscores")
             continue
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+            raw = yaml.load(path.read_text(encoding="utf-8"), Loader=SafeLoader)  # noqa: S506 - a safe loader
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
             reader.bad("file", f"not readable YAML ({type(exc).__name__})")
             continue
