@@ -75,7 +75,7 @@ test: install browser-deps
 	$(BIN)/ruff check app tests
 	$(BIN)/bandit -q -r app --severity-level high
 	@$(MAKE) --no-print-directory audit
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto
 
 ## bench: the benchmark suite (BENCH_SIZES, BENCH_DATABASES, BENCH_ONLY, DATABASE_URL=...casebook_bench)
 bench: install

@@ -23,7 +23,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import event, select
 
 from app.auth.models import User
-from app.dashboard.services import site_summaries
+from app.dashboard.services import forget_remembered, site_summaries
 from app.db import utcnow
 from app.exports.formats import CsvWriter
 from app.exports.services import COMMAND_LINE, ExportJob, get_profile, resolve_scope
@@ -232,15 +232,18 @@ def dashboard_vs_sql(seeded: Seeded, raw: Raw, iterations: int) -> Result:
                   "the same GROUP BY queries")
 
 
-def page_vs_its_sql(seeded: Seeded, raw: Raw, iterations: int, *, url: str, name: str) -> Result:
-    """A page (through the test client) vs replaying, raw, the SELECTs the page itself runs.
+def page_vs_its_sql(seeded: Seeded, raw: Raw, iterations: int, *, url: str, name: str,
+                    before: Callable[[int], None] | None = None) -> Result:
+    """A page (through the test client) vs replaying, raw, the SELECTs the page runs when it
+    remembers nothing (`forget_remembered`): every aggregate it shows, computed.
 
     The statements are captured from one request at the cursor, in the driver's own
-    parameter style, so the baseline is exactly the SQL that feeds the page (its aggregates)
-    without the ORM, the Python around it and the template.
+    parameter style, so the baseline is exactly the SQL that feeds the page without the ORM,
+    the Python around it and the template. `before` (untimed) runs ahead of each request.
     """
     client = logged_in_client(seeded)
-    get_ok(client, url)  # warm the caches before capturing
+    get_ok(client, url)  # compiled statements and templates, as in a running server
+    forget_remembered()
     captured: list[tuple[str, Any]] = []
 
     def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
@@ -261,20 +264,48 @@ def page_vs_its_sql(seeded: Seeded, raw: Raw, iterations: int, *, url: str, name
                 cursor.fetchall()
             connection.rollback()
 
-        casebook_stats, baseline_stats = compare(lambda i: get_ok(client, url), baseline, iterations)
+        casebook_stats, baseline_stats = compare(lambda i: get_ok(client, url), baseline, iterations, before=before)
     return Result(f"{name} ({seeded.records:,} records)", casebook_stats, baseline_stats,
-                  f"the page's own {len(captured)} SELECTs, replayed raw")
+                  f"the page's own {len(captured)} SELECTs when nothing is remembered, replayed raw")
 
 
-def study_dashboard_vs_sql(seeded: Seeded, raw: Raw, iterations: int) -> Result:
+def _save_at_one_site() -> Callable[[int], None]:
+    """A coordinator's save at SITE before each view: one changed enrolment form."""
+    study = current_study()
+    admin_id = bench_admin().id
+    record_id = db.session.scalar(select(Record.id).where(Record.label.startswith(f"{SITE}-"),
+                                                          Record.locked_at.is_(None)).limit(1))
+
+    def save(i: int) -> None:
+        record = db.session.get(Record, record_id)
+        save_form(db.session, study, Actor(db.session.get(User, admin_id), "bench"), record, "enrolment", 1,
+                  Submission(values={"ga_weeks": str(30 + i % 10)}), expected_version=None,
+                  reason="Source document re-read", confirm_warnings=True)
+        db.session.commit()
+        db.session.remove()
+
+    return save
+
+
+#: The dashboards remember totals and charts until the forms behind them change; each is
+#: measured unchanged, right after a save at one site, and with nothing remembered.
+DASHBOARD_STATES: dict[str, Callable[[], Callable[[int], None] | None]] = {
+    "unchanged data": lambda: None,
+    f"after a save at {SITE}": _save_at_one_site,
+    "nothing remembered": lambda: lambda i: forget_remembered(),
+}
+
+
+def study_dashboard_vs_sql(seeded: Seeded, raw: Raw, iterations: int, *, state: str) -> Result:
     """The study dashboard (every site side by side, enrolment chart) vs the SQL that feeds it."""
-    return page_vs_its_sql(seeded, raw, iterations, url="/dashboard/study", name="Study dashboard page")
+    return page_vs_its_sql(seeded, raw, iterations, url="/dashboard/study", name=f"Study dashboard page, {state}",
+                           before=DASHBOARD_STATES[state]())
 
 
-def site_dashboard_vs_sql(seeded: Seeded, raw: Raw, iterations: int) -> Result:
+def site_dashboard_vs_sql(seeded: Seeded, raw: Raw, iterations: int, *, state: str) -> Result:
     """One site's dashboard (completeness, queries, signatures, chart) vs the SQL that feeds it."""
     return page_vs_its_sql(seeded, raw, iterations, url=f"/sites/{SITE}/dashboard",
-                           name=f"Site dashboard page ({SITE})")
+                           name=f"Site dashboard page ({SITE}), {state}", before=DASHBOARD_STATES[state]())
 
 
 def _export_vs_read_sql(seeded: Seeded, raw: Raw, iterations: int, name: str,

@@ -58,7 +58,8 @@ def peak_memory(operation: Operation, index: int) -> int:
 
 
 def compare(
-    casebook: Operation, baseline: Operation, iterations: int, *, warmup: int = WARMUP
+    casebook: Operation, baseline: Operation, iterations: int, *, warmup: int = WARMUP,
+    before: Operation | None = None,
 ) -> tuple[Stats, Stats]:
     """Time both operations `iterations` times each, alternating so drift hits both alike.
 
@@ -66,6 +67,7 @@ def compare(
     `iterations` and up for warm-up-free memory runs), so it can use a fresh record or
     instance every time. Warm-up runs (compiled statements, template caches) use indexes
     above those of the memory runs; operations that take seconds skip them (`warmup=0`).
+    `before`, untimed, runs ahead of every Casebook run (a save that changes the data, say).
     """
     for k in range(warmup):
         casebook(iterations + 2 + k)
@@ -74,8 +76,12 @@ def compare(
     baseline_times: list[float] = []
     for i in range(iterations):
         for operation, times in ((casebook, casebook_times), (baseline, baseline_times)):
+            if before is not None and operation is casebook:
+                before(i)
             started = time.perf_counter()
             operation(i)
             times.append(time.perf_counter() - started)
+    if before is not None:
+        before(iterations)
     return (Stats.of(casebook_times, peak_memory(casebook, iterations)),
             Stats.of(baseline_times, peak_memory(baseline, iterations + 1)))

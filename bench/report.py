@@ -160,11 +160,13 @@ def goals(documents: dict[str, dict[str, Any]]) -> list[str]:
             lines.append(f"| API record export ≥ {GOAL_API_RECORDS_PER_S:,} records/s ({label}) | {rate:,.0f} "
                          f"records/s at {size:,} records | {'yes' if rate >= GOAL_API_RECORDS_PER_S else 'no'} |")
         for page in ("Study dashboard page", "Site dashboard page"):
-            found = [(size, r) for size, r in _find(document, page) if size >= 10_000]
-            if found:
-                size, r = found[-1]
+            by_state: dict[str, tuple[int, dict[str, Any]]] = {}
+            for size, r in _find(document, page):  # "<page>, <state> (<n> records)"
+                if size >= 10_000:
+                    by_state[r["name"].rsplit(" (", 1)[0]] = (size, r)
+            for name, (size, r) in by_state.items():
                 p50 = r["casebook"]["p50_ms"]
-                lines.append(f"| {page.lower()} < {GOAL_DASHBOARD_MS} ms at 10,000+ records ({label}) | {_ms(p50)} "
+                lines.append(f"| {name.lower()} < {GOAL_DASHBOARD_MS} ms at 10,000+ records ({label}) | {_ms(p50)} "
                              f"p50 at {size:,} records, {_ratio(r['ratio_p50'])} its SQL "
                              f"| {'yes' if p50 < GOAL_DASHBOARD_MS else 'no'} |")
     return lines

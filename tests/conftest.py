@@ -3,7 +3,9 @@ points at one), the demo data, and clients logged in as each role.
 
 The schema is built once per session by running the real Alembic migrations (never
 `create_all`), then each test gets an empty copy: a copied SQLite file, or TRUNCATE on
-PostgreSQL.
+PostgreSQL. Under pytest-xdist (`make test` runs one worker per CPU) every worker gets its
+own PostgreSQL database, `<DATABASE_URL's database>_<worker id>`, created here and dropped
+at the end, so workers never see each other's rows.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import pytest
 from flask import Flask, g, has_app_context
 from flask.testing import FlaskClient
 from flask_migrate import upgrade
-from sqlalchemy import text
+from sqlalchemy import create_engine, make_url, text
 
 os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production")
 # Cheap argon2 parameters keep hundreds of log-ins fast; production uses the library defaults.
@@ -33,10 +35,34 @@ from app.extensions import db
 DATABASE_URL = os.environ.get("DATABASE_URL", "")
 ON_POSTGRES = DATABASE_URL.startswith("postgresql")
 DEMO_PASSWORD = "demo-password-2026"
+#: "gw0", "gw1", ... under pytest-xdist; empty in a plain run.
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+
+
+def _base_pg_url() -> str:
+    return DATABASE_URL.replace("postgresql://", "postgresql+psycopg://", 1)
 
 
 def pg_url() -> str:
-    return DATABASE_URL.replace("postgresql://", "postgresql+psycopg://", 1)
+    """DATABASE_URL, or under xdist this worker's own database beside it."""
+    if not XDIST_WORKER:
+        return _base_pg_url()
+    url = make_url(_base_pg_url())
+    return url.set(database=f"{url.database}_{XDIST_WORKER}").render_as_string(hide_password=False)
+
+
+def _worker_database(create: bool) -> None:
+    """Create (after dropping any leftover) or drop this xdist worker's database, connected
+    to DATABASE_URL's own database, which the CI script creates and drops."""
+    name = make_url(pg_url()).database
+    engine = create_engine(_base_pg_url(), isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            if create:
+                connection.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        engine.dispose()
 
 
 class IsolatedClient(FlaskClient):
@@ -73,15 +99,20 @@ def _reset_postgres(app: Flask) -> None:
 
 
 @pytest.fixture(scope="session")
-def database_template(tmp_path_factory: pytest.TempPathFactory) -> str:
+def database_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Run the migrations once from empty; return the URL (PG) or file (SQLite) to copy."""
     if ON_POSTGRES:
+        if XDIST_WORKER:
+            _worker_database(create=True)
         app = make_app(pg_url())
         _reset_postgres(app)
         with app.app_context():
             upgrade()
             db.engine.dispose()
-        return pg_url()
+        yield pg_url()
+        if XDIST_WORKER:
+            _worker_database(create=False)
+        return
     path = tmp_path_factory.mktemp("template") / "template.sqlite"
     app = make_app(f"sqlite:///{path}")
     with app.app_context():
@@ -89,7 +120,7 @@ def database_template(tmp_path_factory: pytest.TempPathFactory) -> str:
         db.session.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
         db.session.remove()
         db.engine.dispose()
-    return str(path)
+    yield str(path)
 
 
 TABLES_IN_ORDER: list[str] = []

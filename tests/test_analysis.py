@@ -21,8 +21,9 @@ from app.analysis.services import (
     check_definition,
 )
 from app.extensions import db
+from app.records.services import Submission, delete_record, restore_record, save_form
 from app.study import current_study
-from tests.exports_support import add_record, export, pseudonyms
+from tests.exports_support import add_record, admin, export, pseudonyms
 
 # -- reading the rendered tables back ------------------------------------------------------------
 
@@ -318,3 +319,36 @@ def test_suppressed_cells_of_the_bundle_are_counted_as_supp(demo, tmp_path):
     assert page.cell("Sex", supp, "All sites") == "1 (25%)"
     assert page.cell("Sex", "Male", "All sites") == "1 (25%)"  # the published case 2 only
     assert page.cell("Gestational age at birth, completed weeks", supp, "All sites") == "1 (25%)"
+
+
+# -- remembered analyses -------------------------------------------------------------------------
+
+
+def test_analysis_follows_every_change_to_the_data(as_user):
+    """The page is remembered per audience until a form, a record or a site of its data changes:
+    each kind of change shows up on the next view."""
+    client = as_user("coordinator")
+    assert page_for(client).figures["Cases"] == "3"
+    assert page_for(client).figures["Cases"] == "3"  # remembered: same answer
+
+    record = add_record("KMU", {"enrolment": {"case_source": "1", "sex": "2"}})
+    db.session.commit()
+    page = page_for(client)
+    assert page.figures["Cases"] == "4"
+    assert page.cell("Sex", "Female", "KMU (n = 4)") == "3 (75%)"
+
+    save_form_values(record, "enrolment", {"case_source": "1", "sex": "1"})
+    assert page_for(client).cell("Sex", "Male", "KMU (n = 4)") == "2 (50%)"
+
+    delete_record(db.session, admin(), record, "entered in error")
+    db.session.commit()
+    assert page_for(client).figures["Cases"] == "3"
+    restore_record(db.session, admin(), record, "not an error after all")
+    db.session.commit()
+    assert page_for(client).figures["Cases"] == "4"
+
+
+def save_form_values(record, instrument: str, values: dict[str, str]) -> None:
+    save_form(db.session, current_study(), admin(), record, instrument, 1, Submission(values=values, status=0),
+              expected_version=None)
+    db.session.commit()

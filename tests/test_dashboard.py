@@ -19,6 +19,7 @@ from app.dashboard import completeness
 from app.dashboard.services import site_dashboards
 from app.exports.pseudonyms import Pseudonymiser, load_key
 from app.extensions import db
+from app.records.fingerprints import RememberedResults
 from app.records.models import Record
 from app.records.quality import site_report
 from app.records.services import Actor, Submission, create_record, save_form
@@ -202,7 +203,40 @@ def test_rule_hits_by_sql_and_by_the_evaluator_match_the_site_report(app, monkey
     assert dashboard_hits() == report
     monkeypatch.setattr(completeness, "rule_condition", lambda *args: None)
     monkeypatch.setattr(completeness, "_PLANS", completeness._PlanCache())  # plans built without SQL rules
+    monkeypatch.setattr(completeness, "_REMEMBERED", RememberedResults(16))  # nothing remembered from above
     assert dashboard_hits() == report
+
+
+def test_totals_are_remembered_until_a_form_behind_them_changes(as_user, monkeypatch):
+    """A second view computes nothing again; a save at one site recomputes that site's totals
+    of the saved instrument and of the instruments whose logic reads it, nothing else."""
+    study = current_study()
+    computed: list[tuple[str, tuple[int, ...]]] = []
+    real = completeness.instrument_quality
+
+    def counting(session, study, instrument, site_ids):
+        computed.append((instrument.name, tuple(site_ids)))
+        return real(session, study, instrument, site_ids)
+
+    monkeypatch.setattr(completeness, "instrument_quality", counting)
+    admin = as_user("admin")
+    before = admin.get("/dashboard/study").get_data(as_text=True)
+    computed.clear()
+    assert admin.get("/dashboard/study").get_data(as_text=True) == before
+    assert computed == []
+
+    kmu = db.session.scalar(select(Site).where(Site.code == "KMU"))
+    record = db.session.scalar(select(Record).where(Record.label == "KMU-0001"))
+    user = db.session.scalar(select(User).where(User.username == "admin"))
+    save_form(db.session, study, Actor(user), record, "enrolment", 1, Submission(values={"ga_weeks": "45"}),
+              expected_version=None, reason="Source document re-read", confirm_warnings=True)
+    db.session.commit()
+    html = as_user("coordinator").get("/sites/KMU/dashboard").get_data(as_text=True)
+    assert metric(html, "rule-hits") == "1"
+    readers = {inst.name for inst in study.instruments
+               if "enrolment" in completeness._PLANS.get(study, inst).context}
+    assert "enrolment" in readers and len(readers) < len(study.instruments)
+    assert sorted(computed) == sorted((name, (kmu.id,)) for name in readers)
 
 
 def test_statistician_sees_pseudonyms_and_masked_counts(as_user):

@@ -307,7 +307,11 @@ def test_concurrent_saves_all_succeed_and_none_is_lost(demo):
     baseline = db.session.scalar(select(func.max(AuditEvent.id)))
     db.session.remove()
 
-    app = make_app(demo.config["SQLALCHEMY_DATABASE_URI"], WTF_CSRF_ENABLED=True, **UNLIMITED)
+    # A connection per client thread, as a gunicorn worker's pool is sized to its threads: on a
+    # busy machine 20 threads sharing the default 15 would wait out the pool timeout.
+    engine = {**demo.config["SQLALCHEMY_ENGINE_OPTIONS"], "pool_size": LOAD_CLIENTS, "max_overflow": 0}
+    app = make_app(demo.config["SQLALCHEMY_DATABASE_URI"], WTF_CSRF_ENABLED=True, SQLALCHEMY_ENGINE_OPTIONS=engine,
+                   **UNLIMITED)
     saved: dict[str, list[str]] = {label: [] for label in labels}
     failures: list[str] = []
 

@@ -39,6 +39,7 @@ from app.exports.disclosure import SUPPRESSED
 from app.exports.plan import Plan, Role
 from app.exports.profiles import Profile
 from app.exports.pseudonyms import Pseudonymiser
+from app.records.fingerprints import Fingerprints, RememberedResults
 from app.records.models import FormInstance, Record
 from app.study.definition import Field, Study
 from app.study.fieldtypes import format_number
@@ -323,23 +324,29 @@ class Table:
 
 @dataclass(frozen=True, slots=True)
 class Chart:
-    """A plot: built on demand (a download builds only its own) with its text alternative."""
+    """A plot: built on demand (a download builds only its own) with its text alternative,
+    and drawn once per format (a remembered analysis serves the page and its downloads)."""
 
     name: str
     title: str
     alt: str
     build: Callable[[], Figure]
     note: str = ""
+    drawn: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def svg(self) -> str:
-        return to_svg(self.build(), self.alt)
+        if "svg" not in self.drawn:
+            self.drawn["svg"] = to_svg(self.build(), self.alt)
+        return self.drawn["svg"]
 
     def svg_data_uri(self) -> str:
         """For <img src>: the page's CSP forbids the inline styles an inline SVG carries."""
         return "data:image/svg+xml;base64," + base64.b64encode(self.svg().encode("utf-8")).decode("ascii")
 
     def png(self) -> bytes:
-        return to_png(self.build())
+        if "png" not in self.drawn:
+            self.drawn["png"] = to_png(self.build())
+        return self.drawn["png"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -705,11 +712,22 @@ def analyse(study: Study, data: CaseData, audience: Audience) -> Analysis:
     return Analysis(audience, key_figures, (table1, outcome, km), charts, notes)
 
 
+#: Analyses by what they show (study, sites, audience, pseudonym key), each valid while the
+#: forms of its sites are unchanged (see app.records.fingerprints); a few audiences at most.
+_REMEMBERED: RememberedResults[Analysis] = RememberedResults(size=32)
+
+
 def page_analysis(session: Session, study: Study, user: User, profiles: Collection[Profile],
                   pseudonyms: Pseudonymiser) -> Analysis:
-    """The analysis of what `user` may see, shown as `user` may see it."""
+    """The analysis of what `user` may see, shown as `user` may see it: computed again only
+    when a form of those sites changed since it was last computed for the same audience."""
     audience = audience_for(user, profiles)
-    return analyse(study, load_case_data(session, study, user, audience, pseudonyms), audience)
+    sites = _visible_site_ids(user)
+    key = (study.digest, None if sites is None else frozenset(sites), audience, pseudonyms.identity())
+    return _REMEMBERED.get_or_compute(
+        key, Fingerprints(session, sites).whole(),
+        lambda: analyse(study, load_case_data(session, study, user, audience, pseudonyms), audience),
+    )
 
 
 def write_analysis_html(root: Path, plan: Plan) -> None:

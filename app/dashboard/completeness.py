@@ -14,6 +14,10 @@ dashboard as slow as the site's data-quality report, so each instrument gets one
 
 A form's logic sees the form itself plus the record's non-repeatable forms, as the write
 path's ``record_context`` builds it; the others are joined by record id.
+
+Each site's totals per instrument are remembered with the fingerprint of the forms they
+were computed from (that instrument's and those joined to it, see ``app.records.fingerprints``):
+after a save only the saving site's affected instruments are computed again.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from app.db import JSONType
 from app.logic import evaluate, is_true, referenced_fields
 from app.logic.nodes import Bool, Call, Expr, Num, Op, Str
 from app.logic.nodes import Field as FieldRef
+from app.records.fingerprints import Fingerprints, RememberedResults
 from app.records.models import FormInstance, Record
 from app.study.definition import Field, Instrument, Rule, Study
 from app.study.fieldtypes import field_type
@@ -253,6 +258,8 @@ class _Plan:
     #: Rules counted by SQL (columns r<i>) and rules evaluated once per group.
     compiled: tuple[str, ...]
     evaluated: tuple[Rule, ...]
+    #: The instrument and those joined to it: the forms whose changes change its totals.
+    context: tuple[str, ...]
 
 
 def _build_plan(study: Study, instrument: Instrument) -> _Plan:
@@ -274,7 +281,8 @@ def _build_plan(study: Study, instrument: Instrument) -> _Plan:
     sums = {f"f{i}": or_(scope.text(f.name).is_not(None), scope.code(f.name).is_not(None))  # type: ignore[union-attr]
             for i, f in enumerate(required)}
     sums |= {f"r{i}": condition for i, condition in enumerate(compiled.values())}
-    return _Plan(scope.grouped(keys, sums), tuple(names), tuple(required), tuple(compiled), tuple(evaluated))
+    return _Plan(scope.grouped(keys, sums), tuple(names), tuple(required), tuple(compiled), tuple(evaluated),
+                 (instrument.name, *scope.joined))
 
 
 class _PlanCache:
@@ -324,12 +332,36 @@ def instrument_quality(session: Session, study: Study, instrument: Instrument,
     return dict(result)
 
 
+#: (study digest, instrument, site id) -> that site's totals; shared, so never mutated.
+_REMEMBERED: RememberedResults[InstrumentQuality] = RememberedResults(size=16384)
+
+
+def forget_totals() -> None:
+    """Drop every remembered total (see `app.dashboard.services.forget_remembered`)."""
+    _REMEMBERED.clear()
+
+
 def study_quality(session: Session, study: Study,
                   site_ids: Collection[int]) -> dict[int, dict[str, InstrumentQuality]]:
-    """Site id -> instrument name -> totals: one statement per instrument, whatever the records."""
-    by_site: dict[int, dict[str, InstrumentQuality]] = defaultdict(dict)
+    """Site id -> instrument name -> totals (empty for a site without such forms): the
+    remembered totals where the forms behind them are unchanged, else one statement per
+    instrument over the sites whose forms changed, whatever the number of records."""
+    fingerprints = Fingerprints(session, site_ids)
+    by_site: dict[int, dict[str, InstrumentQuality]] = {site_id: {} for site_id in site_ids}
     for instrument in study.instruments:
-        for site_id, quality in instrument_quality(session, study, instrument, site_ids).items():
-            by_site[site_id][instrument.name] = quality
-    return dict(by_site)
+        plan = _PLANS.get(study, instrument)
+        changed: dict[int, tuple[tuple[str, str, int], Any]] = {}
+        for site_id in site_ids:
+            key, fingerprint = (study.digest, instrument.name, site_id), fingerprints.site(site_id, plan.context)
+            remembered = _REMEMBERED.get(key, fingerprint)
+            if remembered is None:
+                changed[site_id] = (key, fingerprint)
+            else:
+                by_site[site_id][instrument.name] = remembered
+        if changed:
+            fresh = instrument_quality(session, study, instrument, list(changed))
+            for site_id, (key, fingerprint) in changed.items():
+                quality = by_site[site_id][instrument.name] = fresh.get(site_id, InstrumentQuality())
+                _REMEMBERED.put(key, fingerprint, quality)
+    return by_site
 

@@ -62,6 +62,10 @@ class Pseudonymiser:
     def site(self, site_code: str) -> str:
         return "S" + self._digest("site", site_code)[:4].hex()
 
+    def identity(self) -> str:
+        """Differs between keys and studies without revealing the key: for cache keys."""
+        return self._digest("identity", "").hex()
+
     def shift_days(self, record_label: str) -> int:
         """How many days (1-364) every date of the record moves back, as REDCap's date shifting does."""
         return 1 + int.from_bytes(self._digest("date-shift", record_label)[:8], "big") % MAX_SHIFT_DAYS
