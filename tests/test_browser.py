@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from tests.browser_support import PHONE, axe_violations, login, screenshot, submit
+from tests.browser_support import ARTIFACTS, PHONE, axe_violations, login, screenshot, submit
 
 pytestmark = pytest.mark.browser
 #: The fixtures chromium, start_server and new_page.
@@ -367,3 +367,130 @@ def test_print_sheet_holds_every_form_and_no_controls(new_page):
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 1280
     screenshot(page, "print-sheet")
+
+
+# -- a published case by keyboard alone, counted --------------------------------------------------
+
+#: Keystroke-Level Model (Card, Moran & Newell, 1980): an average skilled typist's keystroke
+#: (40 words a minute) and the mental preparation before each field's decision; plus a page
+#: load allowance far above what the server takes. The estimate is a count, not a timing.
+KEYSTROKE_SECONDS = 0.28
+DECISION_SECONDS = 1.35
+PAGE_LOAD_SECONDS = 1.0
+FOCUSED = """() => { const e = document.activeElement;
+  return {name: e.name || '', type: e.type || '', tag: e.tagName, value: e.value ?? '',
+          text: (e.innerText || '').trim()}; }"""
+
+
+class Keyboard:
+    """A coordinator's hands: Tab through the page, type values, and keep count."""
+
+    def __init__(self, page) -> None:
+        self.page = page
+        self.keys = self.decisions = self.pages = 0
+
+    def press(self, key: str, times: int = 1) -> None:
+        for _ in range(times):
+            self.page.keyboard.press(key)
+        self.keys += times
+
+    def type(self, text: str) -> None:
+        self.page.keyboard.type(text)
+        self.keys += len(text)
+
+    def tab(self) -> dict:
+        self.press("Tab")
+        return self.page.evaluate(FOCUSED)
+
+    def submit(self) -> None:
+        with self.page.expect_navigation():
+            self.press("Enter")
+        self.pages += 1
+
+    def seconds(self) -> float:
+        return self.keys * KEYSTROKE_SECONDS + self.decisions * DECISION_SECONDS + self.pages * PAGE_LOAD_SECONDS
+
+
+def _fill_by_keyboard(keyboard: Keyboard, values: dict, codes: dict[str, str], last: bool) -> None:
+    """Tab through one form from the top, entering `values` and missing-data `codes` where
+    focus reaches their inputs, set it Complete, and press the save button."""
+    from app.records.forms import MISSING_SUFFIX
+
+    values = {name: (set(v) if isinstance(v, list) else v) for name, v in values.items()}
+    codes = dict(codes)
+    for _ in range(400):
+        focused = keyboard.tab()
+        name = focused["name"]
+        if name.endswith(MISSING_SUFFIX) and name.removesuffix(MISSING_SUFFIX) in codes:
+            keyboard.decisions += 1
+            keyboard.type(codes.pop(name.removesuffix(MISSING_SUFFIX)))
+        elif name in values and focused["type"] == "radio":
+            options = keyboard.page.eval_on_selector_all(f'input[name="{name}"]', "els => els.map(e => e.value)")
+            index = options.index(values.pop(name))
+            keyboard.decisions += 1
+            keyboard.press("Space") if index == 0 else keyboard.press("ArrowDown", index)
+        elif name in values and focused["type"] == "checkbox":
+            if focused["value"] in values[name]:
+                keyboard.decisions += 1
+                keyboard.press("Space")
+                values[name].discard(focused["value"])
+            if not values[name]:
+                del values[name]
+        elif name in values:
+            keyboard.decisions += 1
+            keyboard.type(str(values.pop(name)))
+        elif name == "form_status":
+            keyboard.decisions += 1
+            keyboard.type("C")  # Complete: the first status starting with C
+        elif focused["tag"] == "BUTTON" and focused["value"] == ("exit" if last else "form"):
+            assert not values and not codes, f"never reached by Tab: {sorted(values) + sorted(codes)}"
+            keyboard.submit()
+            return
+    raise AssertionError("the save button was never reached by Tab")
+
+
+def test_a_published_case_by_keyboard_alone_in_under_three_minutes(new_page, demo):
+    """Published case 1, entered from scratch with the keyboard only (Tab, typing, arrows,
+    space, Enter) into a new record, form after form by "Save and go to ...", stores exactly
+    what the demo loader stored for it; the keystrokes, decisions and page loads counted
+    give a Keystroke-Level Model estimate under 3 minutes."""
+    from sqlalchemy import select
+
+    from app.extensions import db
+    from app.records.models import FormInstance, Record
+    from app.study import current_study
+    from app.study.fieldtypes import field_type
+
+    study = current_study()
+    def forms_of(label: str) -> dict[str, FormInstance]:
+        record = db.session.scalar(select(Record).where(Record.label == label))
+        return {f.instrument: f for f in db.session.scalars(select(FormInstance).where(
+            FormInstance.record_id == record.id))}
+
+    forms = forms_of("KMU-0001")
+    page = new_page()
+    login(page, "coordinator")
+    page.goto("/sites/KMU/records")
+    keyboard = Keyboard(page)
+    while keyboard.tab()["text"] != "Add a new record":
+        assert keyboard.keys < 60, "the new-record button is not reachable by Tab"
+    keyboard.submit()
+    for number, inst in enumerate(study.instruments):
+        stored = forms[inst.name]
+        typed = {name: value for name, value in stored.data.items()
+                 if field_type(study.field(name)).is_input}
+        _fill_by_keyboard(keyboard, typed, stored.missing, last=number == len(study.instruments) - 1)
+    page.wait_for_url("**/records/KMU-0004")
+
+    db.session.expire_all()
+    saved = forms_of("KMU-0004")
+    assert set(saved) == set(forms)
+    for name, original in forms.items():
+        assert (saved[name].data, saved[name].missing, saved[name].status) == (original.data, original.missing, 2), name
+    estimate = keyboard.seconds()
+    report = (f"{keyboard.keys} keystrokes, {keyboard.decisions} field decisions, {keyboard.pages} page loads: "
+              f"about {estimate:.0f} s by the Keystroke-Level Model")
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "keyboard-entry.txt").write_text(report + "\n", encoding="utf-8")
+    assert estimate < 180, report
+    screenshot(page, "keyboard-published-case")

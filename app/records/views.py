@@ -22,6 +22,7 @@ from app.records.forms import (
     reason_from,
     submission_from,
 )
+from app.records.models import Record
 from app.records.repository import STATUS_FILTERS, RecordRepository
 from app.records.services import (
     STATUS_FIELD,
@@ -252,6 +253,9 @@ def form(label: str, instrument: str, instance: int | None = None) -> str | Resp
                 if request.form.get("next") == "stay":
                     return redirect(url_for("records.form", label=rec.label, instrument=inst.name,
                                             instance=outcome.form.instance))
+                following = study.instrument_after(inst.name)
+                if request.form.get("next") == "form" and following is not None:
+                    return redirect(_first_form_url(repo, rec, following))
                 return redirect(url_for("records.record", label=rec.label))
         else:
             status = 422
@@ -267,8 +271,17 @@ def form(label: str, instrument: str, instance: int | None = None) -> str | Resp
         can_answer=can(current_user, Action.EDIT, rec.site_id), step_form=QueryStepForm(),
         raise_form=RaiseQueryForm(instrument=inst.name, instance=instance or 1),
         logic=_logic_for(inst), rules=_rules_for(inst), context=record_context(study, others),
+        following=study.instrument_after(inst.name),
         missing_codes=sorted(study.missing_code_values),
     ), status
+
+
+def _first_form_url(repo: RecordRepository, rec: Record, inst: Instrument) -> str:
+    """Where "Save and go to next form" leads: the form's first instance, or a new one of a
+    repeatable form the record does not have yet (REDCap's "Save & Go To Next Form")."""
+    if inst.repeatable and repo.form(rec, inst.name, 1) is None:
+        return url_for("records.form", label=rec.label, instrument=inst.name)
+    return url_for("records.form", label=rec.label, instrument=inst.name, instance=1)
 
 
 def _attach_errors(form: Any, errors: dict[str, str]) -> None:

@@ -131,6 +131,12 @@ class Study:
                 return m.label
         return None
 
+    def instrument_after(self, name: str) -> Instrument | None:
+        """The next instrument in the study's order (None after the last): data entry's next form."""
+        names = [inst.name for inst in self.instruments]
+        following = names.index(name) + 1
+        return self.instruments[following] if following < len(names) else None
+
     def instrument(self, name: str) -> Instrument:
         for inst in self.instruments:
             if inst.name == name:
