@@ -11,6 +11,7 @@ import math
 import re
 from collections.abc import Iterable
 from datetime import date, datetime
+from functools import lru_cache
 from typing import Any, ClassVar
 
 from email_validator import EmailNotValidError, validate_email
@@ -316,8 +317,12 @@ def select_choices(pairs: Iterable[tuple[Any, str]]) -> list[SelectChoice]:
     return [SelectChoice(value, label) for value, label in pairs]
 
 
+@lru_cache(maxsize=65536, typed=True)
 def format_number(value: float | int) -> str:
-    """Show 28.0 as 28 and keep at most 10 significant decimals, as REDCap does for calcs."""
+    """Show 28.0 as 28 and keep at most 10 significant decimals, as REDCap does for calcs.
+
+    Remembered: measured values repeat (weeks, grams, days), and a large export formats
+    millions of them; `typed` keeps 1 and 1.0 (and True) apart."""
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return f"{value:.10g}" if isinstance(value, float) else str(value)
