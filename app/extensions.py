@@ -15,6 +15,6 @@ migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()
 bootstrap = Bootstrap5()
-#: Per-IP limits on log-in and the API. Storage comes from RATELIMIT_STORAGE_URI: memory for
-#: one process, redis://... when several processes serve (so they share the counts).
+#: Per-address limits on log-in and the API. Storage comes from RATELIMIT_STORAGE_URI: by
+#: default the app's database (app/ratelimit.py), so that every process shares the counts.
 limiter = Limiter(key_func=get_remote_address)

@@ -3,10 +3,11 @@
 from app.api.models import ApiToken
 from app.audit.models import AuditEvent, AuditHead
 from app.auth.models import Membership, Site, User
+from app.ratelimit import RateLimitCounter
 from app.records.models import FormInstance, Record
 from app.review.models import DataQuery, QueryMessage, Signature
 
 __all__ = [
-    "ApiToken", "AuditEvent", "AuditHead", "DataQuery", "FormInstance", "Membership", "QueryMessage", "Record",
-    "Signature", "Site", "User",
+    "ApiToken", "AuditEvent", "AuditHead", "DataQuery", "FormInstance", "Membership", "QueryMessage",
+    "RateLimitCounter", "Record", "Signature", "Site", "User",
 ]
