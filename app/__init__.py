@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app import models  # noqa: F401 - registers every table on the metadata
 from app.config import build_config
@@ -26,6 +27,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.config.from_mapping(build_config(Path(app.instance_path)))
     if overrides:
         app.config.update(overrides)
+    if hops := app.config["TRUSTED_PROXIES"]:
+        # Behind nginx every request comes from the proxy: the limiter must count the client's
+        # address, and HTTPS (Secure cookies, HSTS) is what the proxy was asked for.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(Path(__file__).resolve().parent.parent / "migrations"),
@@ -49,8 +54,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     from app.dashboard.views import bp as dashboard_bp
     from app.dictionary.views import bp as dictionary_bp
     from app.exports.views import bp as exports_bp
+    from app.imports.views import bp as imports_bp
     from app.records.views import bp as records_bp
     from app.review.views import bp as review_bp
+    from app.synthetic.views import bp as synthetic_bp
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(dashboard_bp)
@@ -62,6 +69,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(dictionary_bp)
     app.register_blueprint(exports_bp)
     app.register_blueprint(analysis_bp)
+    app.register_blueprint(imports_bp)
+    app.register_blueprint(synthetic_bp)
     web.init_app(app)
     register_cli(app)
     return app

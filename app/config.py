@@ -6,6 +6,8 @@ import os
 import secrets
 from pathlib import Path
 
+from app.ratelimit import STORAGE_URI as DATABASE_RATE_LIMITS
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -62,10 +64,18 @@ def build_config(instance_path: Path) -> dict[str, object]:
         "MAX_CONTENT_LENGTH": 16 * 1024 * 1024,
         "WTF_CSRF_TIME_LIMIT": 12 * 3600,
         "RECORDS_PER_PAGE": 50,
-        "RATELIMIT_STORAGE_URI": os.environ.get("RATELIMIT_STORAGE_URI", "memory://"),
+        # The synthetic data page (admins): on with the built-in demo database (`make run`), off when
+        # DATABASE_URL names a deployment's, where synthetic records would mix with real ones, unless set.
+        "SYNTHETIC_WEB": os.environ.get("CASEBOOK_SYNTHETIC_WEB", "0" if "DATABASE_URL" in os.environ else "1") == "1",
+        # Counted in the app's own database, so every worker and host shares one count
+        # (app/ratelimit.py); redis://host:6379 works too.
+        "RATELIMIT_STORAGE_URI": os.environ.get("RATELIMIT_STORAGE_URI", DATABASE_RATE_LIMITS),
         "RATELIMIT_HEADERS_ENABLED": True,
         "LOGIN_RATE_LIMIT": os.environ.get("CASEBOOK_LOGIN_RATE_LIMIT", "20 per minute"),
         "API_RATE_LIMIT": os.environ.get("CASEBOOK_API_RATE_LIMIT", "600 per minute"),
+        # Reverse proxies in front of the app that append to X-Forwarded-For (0: none, the
+        # client connects directly); their X-Forwarded-For/-Proto/-Host are trusted that many hops deep.
+        "TRUSTED_PROXIES": int(os.environ.get("CASEBOOK_TRUSTED_PROXIES", "0")),
         # OWASP ASVS / REDCap defaults: 30 minutes idle, 12 hours at most.
         "SESSION_IDLE_SECONDS": int(os.environ.get("CASEBOOK_SESSION_IDLE_SECONDS", 30 * 60)),
         "SESSION_ABSOLUTE_SECONDS": int(os.environ.get("CASEBOOK_SESSION_ABSOLUTE_SECONDS", 12 * 3600)),

@@ -10,6 +10,7 @@ from tests.conftest import login
 OWN = "KMU-0001"
 
 ROLES = ["coordinator", "admin", "investigator", "monitor", "coordinator_nth", "statistician", None]
+NO_JOB = "0123456789abcdefghijKLMN"  # a well-formed job id that no one started
 QUERY = {"instrument": "treatment", "instance": "1", "field": "treatment_type", "text": "Please check source"}
 
 
@@ -54,6 +55,11 @@ ENDPOINTS = {
     "dictionary.export": ("GET", "/admin/dictionary/export.csv", None, expect(403, 200, 403, 403, 403)),
     "audit.trail": ("GET", "/audit", None, expect(403, 200, 403, 403, 403)),
     "audit.trail_csv": ("GET", "/audit.csv", None, expect(403, 200, 403, 403, 403)),
+    "imports.page:get": ("GET", "/imports", None, expect(200, 200, 403, 403, 200)),
+    "imports.page:post": ("POST", "/imports", {}, expect(422, 422, 403, 403, 422)),
+    "imports.template": ("GET", "/imports/template.csv", None, expect(200, 200, 403, 403, 200)),
+    "imports.job": ("GET", f"/imports/jobs/{NO_JOB}", None, expect(404, 404, 403, 403, 404)),
+    "imports.job_state": ("GET", f"/imports/jobs/{NO_JOB}/state", None, expect(404, 404, 403, 403, 404)),
 }
 #: Routes open without a log-in: assets, the log-in pages (password, then the two-factor code,
 #: tested in tests/test_totp.py), and the REDCap API, which authenticates each call by token
@@ -61,9 +67,11 @@ ENDPOINTS = {
 PUBLIC = {"static", "bootstrap.static", "auth.login", "auth.login_code", "auth.logout", "api.endpoint", "api.index",
           "api.openapi_json"}
 #: Export routes: their role x profile x site matrix lives in tests/test_exports_access.py,
-#: the background export's (requester only) in tests/test_export_jobs.py.
+#: the background export's (requester only) in tests/test_export_jobs.py. The synthetic data
+#: pages exist only with SYNTHETIC_WEB on: their role matrix, on and off, is in tests/test_synthetic_web.py.
 COVERED_ELSEWHERE = {"exports.index", "exports.preview", "exports.download",
-                     "exports.start", "exports.job", "exports.job_state", "exports.job_bundle"}
+                     "exports.start", "exports.job", "exports.job_state", "exports.job_bundle",
+                     "synthetic.page", "synthetic.job", "synthetic.job_state"}
 
 
 @pytest.mark.parametrize("username", ROLES, ids=lambda u: u or "anonymous")

@@ -1,4 +1,4 @@
-"""Exports started from the browser: a background job whose progress lives in a file, whose
+"""Exports started from the browser: a background job (app/jobs) whose progress lives in a file, whose
 bundle only its requester may download, and whose outcome is audited like any export."""
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ import pytest
 from sqlalchemy import select
 
 from app.audit.models import AuditEvent
-from app.exports import background
 from app.extensions import db
+from app.jobs import STALE_AFTER_SECONDS
 from tests.conftest import login
 from tests.exports_support import add_record
+from tests.jobs_support import finished, job_id
 
 BACKGROUND_ENDPOINTS = {"exports.start", "exports.job", "exports.job_state", "exports.job_bundle"}
 
@@ -27,18 +28,11 @@ def jobs(demo, tmp_path):
 
 
 def _start(client, profile: str, site: str = "") -> str:
-    response = client.post(f"/exports/{profile}/jobs", data={"site": site} if site else {})
-    assert response.status_code == 303, response.status_code
-    return response.headers["Location"].rsplit("/", 1)[-1]
+    return job_id(client.post(f"/exports/{profile}/jobs", data={"site": site} if site else {}))
 
 
-def _finished(client, job_id: str) -> dict:
-    for _ in range(600):  # a bound, not a timing assertion: the demo export takes about a second
-        state = client.get(f"/exports/jobs/{job_id}/state").get_json()
-        if state["finished"]:
-            return state
-        time.sleep(0.1)
-    raise AssertionError("the export job never finished")
+def _finished(client, job: str) -> dict:
+    return finished(client, f"/exports/jobs/{job}/state")
 
 
 @pytest.mark.parametrize(("username", "profile", "site", "expected"), [
@@ -119,7 +113,7 @@ def test_a_job_whose_process_died_is_reported_stopped_and_purged(demo, jobs, as_
     _finished(client, job_id)
     state_file = jobs / job_id / "state.json"
     raw = json.loads(state_file.read_text())
-    raw.update(phase="writing", updated=time.time() - background.STALE_AFTER_SECONDS - 5)
+    raw.update(phase="writing", updated=time.time() - STALE_AFTER_SECONDS - 5)
     state_file.write_text(json.dumps(raw))
     state = client.get(f"/exports/jobs/{job_id}/state").get_json()
     assert state["phase"] == "failed" and "stopped before it finished" in state["message"]

@@ -14,7 +14,7 @@ import csv
 import io
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -77,6 +77,11 @@ class ImportOptions:
     date_format: str = "YMD"
     #: Casebook's addition to REDCap's parameters: the reason for changing a Complete form.
     reason: str = ""
+
+
+def may_import(user: User) -> bool:
+    """Whether `user` may import records at all (at some site): the API and the Data Import Tool ask this."""
+    return site_ids_for(user, Action.EDIT) != set()
 
 
 def parse_payload(text: str | None, fmt: Format) -> list[dict[str, str]]:
@@ -158,21 +163,28 @@ class _Pending:
 class RecordImport:
     """One import call: rows grouped by record, saved through the write path, or refused whole."""
 
-    def __init__(self, session: Session, study: Study, user: User, options: ImportOptions) -> None:
+    def __init__(self, session: Session, study: Study, user: User, options: ImportOptions,
+                 source: str = "api") -> None:
+        """`source` is what the audit rows say the change came from: the API, or the Data Import Tool page."""
         self.session = session
         self.study = study
         self.user = user
         self.options = options
         self.repo = RecordRepository(session, user)
-        self.actor = Actor(user, source="api")
+        self.actor = Actor(user, source=source)
         self.columns = import_columns(study)
         self.problems: list[Problem] = []
         self.order = {inst.name: index for index, inst in enumerate(study.instruments)}
 
-    def run(self, rows: list[dict[str, str]]) -> list[tuple[str, str]]:
-        """Import `rows`; return (record ID, ID sent) per record; raise ImportRejected on any problem."""
-        self._check_header(rows)
-        if site_ids_for(self.user, Action.EDIT) == set():
+    def run(self, rows: list[dict[str, str]],
+            progress: Callable[[int], None] | None = None) -> list[tuple[str, str]]:
+        """Import `rows`; return (record ID, ID sent) per record; raise ImportRejected on any problem.
+
+        `progress` (the browser's import job) is called with 1 after each record is checked and
+        saved into the transaction; nothing is committed here either way.
+        """
+        self.check_header(rows)
+        if not may_import(self.user):
             raise ApiError("You do not have permissions to import data: your role can only read.", 403)
         groups: dict[str, list[dict[str, str]]] = {}
         id_field = self.study.record_id_field
@@ -198,6 +210,8 @@ class RecordImport:
                     self._save(record, states.setdefault(record.id, RecordState([], signed=False)), sent,
                                groups[sent])
                     saved.append((record.label, sent))
+                    if progress is not None:
+                        progress(1)
                 if self.problems:
                     raise ImportRejected(self.problems)
                 self.session.flush()  # every form of the call: save_form leaves the flush to a state's holder
@@ -206,7 +220,8 @@ class RecordImport:
                            "Please try again.") from None
         return saved
 
-    def _check_header(self, rows: list[dict[str, str]]) -> None:
+    def check_header(self, rows: list[dict[str, str]]) -> None:
+        """Refuse columns the study does not have, and data without the record ID column (ApiError)."""
         names = list(dict.fromkeys(name for row in rows for name in row))
         unknown = [name for name in names if name not in self.columns]
         if unknown:

@@ -1,8 +1,8 @@
 """Export pages: pick a profile, preview it, download the bundle. Thin: parse, call a service, render.
 
-From the preview page an export runs as a background job (app/exports/background.py) whose
-progress page polls its state; `POST /exports/<name>` still answers the bundle itself in
-the one request, for scripts.
+From the preview page an export runs as a background job (app/exports/background.py, on
+app/jobs) whose progress page polls its state; `POST /exports/<name>` still answers the
+bundle itself in the one request, for scripts.
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ import os
 import tempfile
 from pathlib import Path
 
-from flask import Blueprint, abort, current_app, jsonify, redirect, render_template, request, send_file, url_for
+from flask import Blueprint, abort, current_app, redirect, render_template, request, send_file, url_for
 from flask.blueprints import BlueprintSetupState
 from flask_login import current_user, login_required
 from werkzeug.wrappers import Response
 
 from app.errors import PermissionDenied
-from app.exports.background import bundle_for, job_for, start_export
+from app.exports.background import EXPORT_JOBS, bundle_for, start_export
 from app.exports.disclosure import ExportRefused
 from app.exports.services import (
     ExportJob,
@@ -30,6 +30,7 @@ from app.exports.services import (
     usable_profiles,
 )
 from app.extensions import db
+from app.jobs.views import add_job_routes
 from app.study import current_study
 
 bp = Blueprint("exports", __name__, url_prefix="/exports")
@@ -99,19 +100,7 @@ def start(name: str) -> Response:
     return redirect(url_for("exports.job", job_id=job_id), code=303)
 
 
-@bp.route("/jobs/<job_id>")
-@login_required
-def job(job_id: str) -> str:
-    state = job_for(current_app._get_current_object(), current_user, job_id)
-    return render_template("exports/job.html", state=state, profile=get_profile(state.profile))
-
-
-@bp.route("/jobs/<job_id>/state")
-@login_required
-def job_state(job_id: str) -> Response:
-    """The progress page polls this (any app process can answer: the state is a file)."""
-    state = job_for(current_app._get_current_object(), current_user, job_id)
-    return jsonify(state.as_dict())
+add_job_routes(bp, EXPORT_JOBS, "exports/job.html", lambda state: {"profile": get_profile(state.params["profile"])})
 
 
 @bp.route("/jobs/<job_id>/bundle")

@@ -23,6 +23,7 @@ the real services and comparing the stored forms and audit rows.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import secrets
 from collections import Counter, defaultdict, deque
 from collections.abc import Iterator, Sequence
@@ -31,7 +32,7 @@ from datetime import datetime
 from multiprocessing.pool import AsyncResult
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, func, insert, select
 from sqlalchemy.orm import Session
 
 from app.audit.services import AuditEntry, AuditRow, append, encode_cell, write_chained
@@ -346,11 +347,23 @@ class BulkWriter:
         write_chained(self.session, rows)
 
 
+def site_code(number: int) -> str:
+    """The code of synthetic site `number` (from 1): SYN001, SYN002, ..."""
+    return f"{SITE_PREFIX}{number:03d}"
+
+
+def real_record_count(session: Session) -> int:
+    """Records at sites that are not synthetic: seeding beside them mixes synthetic cases into their pooled exports."""
+    return session.scalar(
+        select(func.count(Record.id)).where(~Record.label.startswith(SITE_PREFIX, autoescape=True))
+    ) or 0
+
+
 def ensure_sites(session: Session, count: int) -> list[SiteRef]:
     """Synthetic sites SYN001..SYNnnn, created through `create_site` (audited) when missing."""
     sites = []
     for number in range(1, count + 1):
-        code = f"{SITE_PREFIX}{number:03d}"
+        code = site_code(number)
         site = session.scalar(select(Site).where(Site.code == code))
         if site is None:
             zone = SITE_ZONES[(number - 1) % len(SITE_ZONES)]
@@ -447,6 +460,11 @@ def _built_batches(
                 yield pending.popleft().get()
         while pending:
             yield pending.popleft().get()
+
+
+def default_workers() -> int:
+    """Processes that build cases while the writer writes, unless told otherwise: one per CPU."""
+    return os.cpu_count() or 1
 
 
 def seed_synthetic(

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import time
 
 import click
 from flask import current_app
-from sqlalchemy import func, select
 
 from app.extensions import db
-from app.records.models import Record
 from app.study import current_study
-from app.synthetic.bulk import DEFAULT_BATCH, SITE_PREFIX, seed_synthetic
+from app.synthetic.bulk import DEFAULT_BATCH, default_workers, real_record_count, seed_synthetic
 
 
 @click.command("seed-synthetic")
@@ -36,14 +33,12 @@ def seed_synthetic_command(
     """
     from app.cli import transaction
 
-    real = db.session.scalar(
-        select(func.count(Record.id)).where(~Record.label.startswith(SITE_PREFIX, autoescape=True))
-    )
+    real = real_record_count(db.session)
     if real and not yes:
         click.confirm(f"The database holds {real} records at non-synthetic sites; pooled exports would include "
                       "the synthetic ones too. Add synthetic records anyway?", abort=True)
     if workers is None:
-        workers = os.cpu_count() or 1
+        workers = default_workers()
     started = time.perf_counter()
     with transaction(), click.progressbar(length=records, label=f"Seeding {records} synthetic records") as bar:
         for written in seed_synthetic(db.session, current_study(), sites=sites, records=records, seed=seed,
