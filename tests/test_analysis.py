@@ -231,13 +231,19 @@ def test_statistician_sees_small_cells_as_below_k_and_no_site_codes(censored, as
     kmu, nth = pseudonyms().site("KMU"), pseudonyms().site("NTH")
     assert page.figures["Cases"] == "8"
     assert page.cell("Sex", "Female", "All sites") == "<3"
-    assert page.cell("Sex", "Male", "All sites") == "6 (75%)"
     assert page.cell("Sex", "Female", kmu) == "<3"
-    assert page.cell("Sex", "Male", nth) == "5 (100%)"
     assert page.cell("Sex", "Female", nth) == "<3"  # zero is a small cell too
+    # Complementary suppression: n = 8 and n = 5 are shown, so a male count beside '<3' females
+    # would give the exact number of females away (8 - 6 = 2, 5 - 5 = 0).
+    assert page.cell("Sex", "Male", "All sites") == "[c]"
+    assert page.cell("Sex", "Male", nth) == "[c]"
+    assert page.cell("Sex", "Male", kmu) == "<3"
     assert page.figures["Cases with any complication"] == "<3 of 8"
     assert page.cell("Calcium salt infused", "Calcium chloride", "All sites") == "<3"
-    assert page.cell("Birth weight", "Median (IQR)", nth) == "3100 (3100 to 3100)"
+    assert page.cell("Birth weight", "Median (IQR)", "All sites") == "3100 (3100 to 3100)"
+    # NTH's five weights sit beside '<3' not reported (zero): the five would say it is zero.
+    assert page.cell("Birth weight", "With a value", nth) == "[c]"
+    assert page.cell("Birth weight", "Median (IQR)", nth) == "[c]"
     # A median of fewer than k cases is itself a small cell.
     assert page.cell("By calcium salt infused", "Calcium chloride", "Cases") == "<3"
     assert page.cell("By calcium salt infused", "Calcium chloride", "Median") == "<3"
@@ -352,3 +358,50 @@ def save_form_values(record, instrument: str, values: dict[str, str]) -> None:
     save_form(db.session, current_study(), admin(), record, instrument, 1, Submission(values=values, status=0),
               expected_version=None)
     db.session.commit()
+
+
+def _count(cell: str) -> int:
+    return int(cell.split(" ", 1)[0])
+
+
+def test_no_small_count_can_be_worked_out_from_the_statisticians_tables(censored, as_user):
+    """Wherever a total is shown (a column's n over its exclusive rows, a row's pooled cell over
+    its sites), the cells hidden from the statistician add up to k or more, or are all of them:
+    subtracting the shown cells from the total never yields a small count. Checked against the
+    admin's exact numbers of the same tables."""
+    k = 3
+    study = current_study()
+    hidden_marks = {f"<{k}", "[c]"}
+    statistician, admin = page_for(as_user("statistician")), page_for(as_user("admin"))
+    order = {pseudonyms().site("KMU"): "KMU", pseudonyms().site("NTH"): "NTH", "All sites": "All sites"}
+    header = statistician.parsed.headers[0]
+    exact_header = admin.parsed.headers[0]
+    columns = [(i, exact_header.index(next(h for h in exact_header if h.startswith(order[text.split(" (")[0]]))))
+               for i, text in enumerate(header) if text.split(" (")[0] in order]
+    by_heading = {(f"{f.label} ({f.units})" if f.units else f.label): f for f in study.iter_fields()}
+    blocks: list[tuple[str, list[tuple[list[str], list[str]]]]] = []
+    for shown, exact in zip(statistician.parsed.rows, admin.parsed.rows, strict=True):
+        if len(shown) == 1:
+            blocks.append((shown[0], []))
+        elif blocks and shown[0] not in ("Median (IQR)", "Range") and shown[0] == exact[0]:
+            blocks[-1][1].append((shown, exact))
+    checked = 0
+
+    def protected(cells: list[tuple[str, str]]) -> bool:
+        hidden = [_count(exact) for shown, exact in cells if shown in hidden_marks]
+        return not hidden or len(hidden) == len(cells) or sum(hidden) >= k
+
+    for heading, rows in blocks:
+        field = by_heading.get(heading)
+        if field is None or not rows or not all(re.fullmatch(r"\d+( \(\d+%\))?|<3|\[c\]", r[0][i])
+                                                for r in rows for i, _ in columns):
+            continue  # section headings, and the survival table's medians
+        for shown, exact in rows:  # a row's sites beside its pooled cell
+            if shown[columns[-1][0]] not in hidden_marks:
+                assert protected([(shown[i], exact[j]) for i, j in columns[:-1]]), (heading, shown, exact)
+        if field.type != "checkbox":  # a column's exclusive rows under its n
+            for i, j in columns:
+                if not header[i].endswith(f"(n = <{k})") and "[c]" not in header[i]:
+                    assert protected([(shown[i], exact[j]) for shown, exact in rows]), (heading, i, rows)
+        checked += 1
+    assert checked >= 10

@@ -76,6 +76,8 @@ ALL_SITES = "All sites"
 NOT_ENTERED = "Not entered"
 #: An empty statistic (no value to summarise): an em dash.
 NO_VALUE = "\u2014"
+#: A count hidden only so that a `<k` beside it cannot be worked out from the totals (ONS's mark).
+CONFIDENTIAL = "[c]"
 CONTINUOUS_TYPES = ("integer", "number", "calc")
 CHOICE_TYPES = ("radio", "dropdown", "yesno", "checkbox")
 #: Every field named above and the types the statistics assume of it.
@@ -261,7 +263,8 @@ def audience_for(user: User, profiles: Collection[Profile]) -> Audience:
     k = max((p.disclosure.k for p in pooled if p.disclosure), default=None)
     strictness = ("code", "pseudonym", "drop")
     sites = max((p.site for p in pooled), key=strictness.index)
-    shown = f"counts below {k} shown as <{k}" if k else "exact counts"
+    shown = (f"counts below {k} shown as <{k}, and [c] for counts hidden so that no <{k} can be worked out "
+             f"from the totals beside it") if k else "exact counts"
     return Audience(k=k, sites=sites, description=f"de-identified: {shown}")
 
 
@@ -415,61 +418,116 @@ def _heading(f: Field) -> Row:
 
 
 class _Summariser:
-    """Table rows for one field over the column groups, as the audience may see them."""
+    """Table rows for one field over the column groups, as the audience may see them.
+
+    With a k, a count below it shows as `<k`, and then enough other cells as `[c]` (ONS's mark
+    for confidential) that no small count can be worked out by subtraction from totals shown
+    beside it (complementary suppression). The sets with a shown total are a column of mutually
+    exclusive rows under its n, and the sites of a row beside their pooled cell; in each, the
+    smallest shown cells are hidden until the hidden ones add up to k or more, repeated over
+    all sets until none changes.
+    """
 
     def __init__(self, study: Study, cases: _Cases, audience: Audience) -> None:
         self.study, self.cases, self.audience = study, cases, audience
+        self.totals = [int(members.sum()) for _, members in cases.groups]
+        #: The columns' n, hidden like any row of counts (the pooled n sums the sites' n).
+        self.header_hidden = self._hidden([self.totals], partition=False)[0]
 
-    def _share(self, hit: pd.Series) -> tuple[str, ...]:
+    def columns(self) -> tuple[str, ...]:
+        return tuple(f"{label} (n = {self._count(n, hide)})"
+                     for (label, _), n, hide in zip(self.cases.groups, self.totals, self.header_hidden, strict=True))
+
+    def _count(self, n: int, hide: bool) -> str:
+        if not hide:
+            return str(n)
+        return self.audience.count(n) if self.audience.hides(n) else CONFIDENTIAL
+
+    def _hidden(self, counts: list[list[int]], *, partition: bool) -> list[list[bool]]:
+        """Which cells of `counts` (rows x column groups) to hide; `partition`: each case is in
+        exactly one row, so a column's rows add up to its n."""
+        hidden = [[self.audience.hides(n) for n in row] for row in counts]
+        if self.audience.k is None or not counts:
+            return hidden
+        columns = range(len(self.totals))
+        while True:
+            before = sum(map(sum, hidden))
+            if partition:
+                for j in columns:
+                    if not self.header_hidden[j]:
+                        _complement(hidden, counts, [(i, j) for i in range(len(counts))], self.audience.k)
+            if len(self.totals) > 1:  # the last column pools the sites before it
+                for i in range(len(counts)):
+                    if not hidden[i][-1]:
+                        _complement(hidden, counts, [(i, j) for j in columns[:-1]], self.audience.k)
+            if sum(map(sum, hidden)) == before:
+                return hidden
+
+    def _cells(self, counts: list[int], hidden: list[bool]) -> tuple[str, ...]:
         cells = []
-        for _, members in self.cases.groups:
-            n, total = int((hit & members).sum()), int(members.sum())
-            shown = self.audience.count(n)
-            cells.append(shown if self.audience.hides(n) or not total or not n else f"{n} ({round(100 * n / total)}%)")
+        for n, total, hide in zip(counts, self.totals, hidden, strict=True):
+            if hide or not total or not n:
+                cells.append(self._count(n, hide))
+            else:
+                cells.append(f"{n} ({round(100 * n / total)}%)")
         return tuple(cells)
 
-    def _tail(self, name: str) -> list[Row]:
+    def _tail(self, name: str) -> list[tuple[str, pd.Series]]:
         """Missing-data codes counted apart from values (only codes that occur), then blanks."""
         values, codes = self.cases.values[name], self.cases.codes[name]
-        rows = [Row(_code_label(self.study, code), self._share(codes.eq(code)))
-                for code in sorted(codes.dropna().unique())]
+        hits = [(_code_label(self.study, code), codes.eq(code)) for code in sorted(codes.dropna().unique())]
         blank = values.isna() & codes.isna()
         if blank.any():
-            rows.append(Row(NOT_ENTERED, self._share(blank)))
-        return rows
+            hits.append((NOT_ENTERED, blank))
+        return hits
 
     def rows(self, name: str) -> list[Row]:
         f = self.study.field(name)
         values = self.cases.values[name]
-        rows = [_heading(f)]
+        numbers = None
         if f.type == "checkbox":
-            rows += [Row(c.label, self._share(values.map(lambda v, code=c.code: _ticked(v, code))))
-                     for c in f.choices]
+            hits = [(c.label, values.map(lambda v, code=c.code: _ticked(v, code))) for c in f.choices]
         elif f.choices:
-            rows += [Row(c.label, self._share(values.eq(c.code))) for c in f.choices]
+            hits = [(c.label, values.eq(c.code)) for c in f.choices]
         else:
-            rows += self._continuous(pd.to_numeric(values, errors="coerce"))
-        return rows + self._tail(name)
+            numbers = pd.to_numeric(values, errors="coerce")
+            hits = [("With a value", numbers.notna())]
+        hits += self._tail(name)
+        counts = [[int((hit & members).sum()) for _, members in self.cases.groups] for _, hit in hits]
+        # A checkbox's options are not exclusive (several may be ticked): only its rows' sites add up.
+        hidden = self._hidden(counts, partition=f.type != "checkbox")
+        rows = [Row(label, self._cells(row, hide)) for (label, _), row, hide in zip(hits, counts, hidden, strict=True)]
+        if numbers is not None:
+            rows = [*self._continuous(numbers, hidden[0]), *rows]
+        return [_heading(f), *rows]
 
-    def _continuous(self, numbers: pd.Series) -> list[Row]:
-        medians, ranges, counts = [], [], []
-        for _, members in self.cases.groups:
+    def _continuous(self, numbers: pd.Series, hidden: list[bool]) -> list[Row]:
+        """Median (IQR) and range per column, withheld where the count of values is."""
+        medians, ranges = [], []
+        for (_, members), hide in zip(self.cases.groups, hidden, strict=True):
             found = numbers[members].dropna()
-            n = len(found)
-            counts.append(self.audience.count(n))
-            if self.audience.hides(n) or not n:
-                medians.append(counts[-1] if n or self.audience.hides(n) else NO_VALUE)
-                ranges.append(medians[-1])
+            if hide or found.empty:
+                withheld = self._count(len(found), hide) if hide else NO_VALUE
+                medians.append(withheld)
+                ranges.append(withheld)
                 continue
             q1, median, q3 = found.quantile([0.25, 0.5, 0.75])
             medians.append(f"{_number(median)} ({_number(q1)} to {_number(q3)})")
             ranges.append(f"{_number(found.min())} to {_number(found.max())}")
-        return [Row("Median (IQR)", tuple(medians)), Row("Range", tuple(ranges)),
-                Row("With a value", tuple(counts))]
+        return [Row("Median (IQR)", tuple(medians)), Row("Range", tuple(ranges))]
 
 
-def _columns(cases: _Cases, audience: Audience) -> tuple[str, ...]:
-    return tuple(f"{label} (n = {audience.count(int(members.sum()))})" for label, members in cases.groups)
+def _complement(hidden: list[list[bool]], counts: list[list[int]], cells: list[tuple[int, int]], k: int) -> None:
+    """Hide the smallest shown cells of `cells` (a set whose total is shown) while its hidden
+    cells add up to less than k: the total minus the shown cells gives their sum, which must
+    not itself be a small count (for one hidden cell, its exact value)."""
+    while True:
+        held = sum(counts[i][j] for i, j in cells if hidden[i][j])
+        shown = [(counts[i][j], i, j) for i, j in cells if not hidden[i][j]]
+        if not shown or held >= k or len(shown) == len(cells):
+            return
+        _, i, j = min(shown)
+        hidden[i][j] = True
 
 
 # -- survival: time from presentation to complete resolution -------------------------------------
@@ -585,7 +643,10 @@ def _km_row(label: str, fit: KaplanMeierFitter | None, audience: Audience) -> Ro
         withheld = audience.count(n) if audience.hides(n) else NO_VALUE
         return Row(label, (audience.count(n), audience.count(events), audience.count(n - events), withheld, withheld))
     median, ci = _median_text(fit)
-    return Row(label, (str(n), audience.count(events), audience.count(n - events), median, ci))
+    if audience.hides(events) or audience.hides(n - events):  # one would give the other away: n is shown
+        return Row(label, (str(n), *(audience.count(x) if audience.hides(x) else CONFIDENTIAL
+                                     for x in (events, n - events)), median, ci))
+    return Row(label, (str(n), str(events), str(n - events), median, ci))
 
 
 def _survival_table(study: Study, survival: _Survival, overall: KaplanMeierFitter | None, audience: Audience,
@@ -666,7 +727,7 @@ def analyse(study: Study, data: CaseData, audience: Audience) -> Analysis:
     """Table 1, the outcome table, the survival estimates and the plots for the cases in `data`."""
     cases = _cases(study, data)
     summary = _Summariser(study, cases, audience)
-    columns = _columns(cases, audience)
+    columns = summary.columns()
     table1 = Table("Table 1. Patients, exposures and lesions", (
         "Counts with the percentage of the column's cases; continuous values as median (interquartile range) "
         "and range. Missing-data codes are counted apart from values."),
