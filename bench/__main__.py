@@ -47,6 +47,7 @@ IN_PROCESS: list[tuple[Callable[..., cases.Result], int, dict[str, Any]]] = [
     (cases.dashboard_vs_sql, 30, {}),
     *((cases.study_dashboard_vs_sql, 10, {"state": state}) for state in cases.DASHBOARD_STATES),
     *((cases.site_dashboard_vs_sql, 10, {"state": state}) for state in cases.DASHBOARD_STATES),
+    *((cases.analysis_vs_sql, 5, {"state": state}) for state in cases.DASHBOARD_STATES),
     (cases.api_export_vs_sql, 3, {}),
     (cases.export_csv_vs_read_sql, 3, {}),
     (cases.export_vs_read_sql, 1, {}),
@@ -118,13 +119,25 @@ def run_size(target: Target, size: int, workdir: Path, only: set[str]) -> dict[s
     return result
 
 
+def merged(previous: dict[str, Any] | None, fresh: dict[str, Any], only: set[str]) -> dict[str, Any]:
+    """A partial run (`only`) replaces what it measured and keeps the size's other results."""
+    if not only or not previous:
+        return fresh
+    names = {r["name"] for r in fresh["latency"]}
+    fresh["latency"] = [r for r in previous.get("latency", []) if r["name"] not in names] + fresh["latency"]
+    if "serving" not in only:
+        fresh["throughput"] = previous.get("throughput", [])
+    return fresh
+
+
 def run_target(target: Target, sizes: list[int], workdir: Path, only: set[str]) -> None:
     document = report.load(target.kind)
     document.update({"database": target.label, "server": server_version(target), "machine": machine(target),
                      "ran_at": datetime.now(UTC).isoformat(timespec="seconds")})
     document.setdefault("sizes", {})
     for size in sizes:
-        document["sizes"][str(size)] = run_size(target, size, workdir, only)
+        document["sizes"][str(size)] = merged(document["sizes"].get(str(size)), run_size(target, size, workdir, only),
+                                              only)
         report.save(target.kind, document)  # after each size, so a long run keeps what it measured
 
 

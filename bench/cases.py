@@ -287,8 +287,8 @@ def _save_at_one_site() -> Callable[[int], None]:
     return save
 
 
-#: The dashboards remember totals and charts until the forms behind them change; each is
-#: measured unchanged, right after a save at one site, and with nothing remembered.
+#: The dashboards and the analysis remember results until the forms behind them change; each
+#: is measured unchanged, right after a save at one site, and with nothing remembered.
 DASHBOARD_STATES: dict[str, Callable[[], Callable[[int], None] | None]] = {
     "unchanged data": lambda: None,
     f"after a save at {SITE}": _save_at_one_site,
@@ -299,6 +299,12 @@ DASHBOARD_STATES: dict[str, Callable[[], Callable[[int], None] | None]] = {
 def study_dashboard_vs_sql(seeded: Seeded, raw: Raw, iterations: int, *, state: str) -> Result:
     """The study dashboard (every site side by side, enrolment chart) vs the SQL that feeds it."""
     return page_vs_its_sql(seeded, raw, iterations, url="/dashboard/study", name=f"Study dashboard page, {state}",
+                           before=DASHBOARD_STATES[state]())
+
+
+def analysis_vs_sql(seeded: Seeded, raw: Raw, iterations: int, *, state: str) -> Result:
+    """The case-series analysis page (Table 1, outcome, Kaplan-Meier, four plots) vs its SQL."""
+    return page_vs_its_sql(seeded, raw, iterations, url="/analysis", name=f"Analysis page, {state}",
                            before=DASHBOARD_STATES[state]())
 
 

@@ -336,17 +336,12 @@ def instrument_quality(session: Session, study: Study, instrument: Instrument,
 _REMEMBERED: RememberedResults[InstrumentQuality] = RememberedResults(size=16384)
 
 
-def forget_totals() -> None:
-    """Drop every remembered total (see `app.dashboard.services.forget_remembered`)."""
-    _REMEMBERED.clear()
-
-
-def study_quality(session: Session, study: Study,
-                  site_ids: Collection[int]) -> dict[int, dict[str, InstrumentQuality]]:
+def study_quality(session: Session, study: Study, site_ids: Collection[int],
+                  fingerprints: Fingerprints) -> dict[int, dict[str, InstrumentQuality]]:
     """Site id -> instrument name -> totals (empty for a site without such forms): the
-    remembered totals where the forms behind them are unchanged, else one statement per
-    instrument over the sites whose forms changed, whatever the number of records."""
-    fingerprints = Fingerprints(session, site_ids)
+    remembered totals where the forms behind them are unchanged (`fingerprints`, read for
+    `site_ids`), else one statement per instrument over the sites whose forms changed,
+    whatever the number of records."""
     by_site: dict[int, dict[str, InstrumentQuality]] = {site_id: {} for site_id in site_ids}
     for instrument in study.instruments:
         plan = _PLANS.get(study, instrument)

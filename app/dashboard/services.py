@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session
 
 from app.auth.models import Site
 from app.charts import new_figure, series_style, to_svg
-from app.dashboard.completeness import InstrumentQuality, forget_totals, study_quality
+from app.dashboard.completeness import InstrumentQuality, study_quality
+from app.records.fingerprints import Fingerprints, RememberedResults, forget_all
 from app.records.models import FormInstance, FormStatus, Record
 from app.review.models import DataQuery, QueryStatus
 from app.review.services import awaiting_signature_counts
@@ -86,6 +87,31 @@ def enrolment_by_month(session: Session, site_ids: Collection[int]) -> dict[int,
     ):
         result[site_id][name] = count
     return dict(result)
+
+
+#: Site id -> its form_status_by_record, valid while the site's forms are unchanged.
+_STATUSES: RememberedResults[dict[str, dict[int, int]]] = RememberedResults(size=4096)
+
+
+def remembered_form_status(session: Session, study: Study, site_ids: Collection[int],
+                           fingerprints: Fingerprints) -> dict[int, dict[str, dict[int, int]]]:
+    """`form_status_by_record`, counted again only for the sites whose forms changed."""
+    names = [inst.name for inst in study.instruments]
+    result: dict[int, dict[str, dict[int, int]]] = {}
+    changed = {}
+    for site_id in site_ids:
+        key, fingerprint = (study.digest, site_id), fingerprints.site(site_id, names)
+        remembered = _STATUSES.get(key, fingerprint)
+        if remembered is None:
+            changed[site_id] = (key, fingerprint)
+        else:
+            result[site_id] = remembered
+    if changed:
+        fresh = form_status_by_record(session, list(changed))
+        for site_id, (key, fingerprint) in changed.items():
+            result[site_id] = fresh.get(site_id, {})
+            _STATUSES.put(key, fingerprint, result[site_id])
+    return result
 
 
 def form_status_by_record(session: Session, site_ids: Collection[int]) -> dict[int, dict[str, dict[int, int]]]:
@@ -169,15 +195,17 @@ def site_dashboards(session: Session, study: Study, sites: list[Site]) -> list[S
 
     A fixed number of grouped statements (home-page counts, enrolment, form statuses,
     signatures, and one per instrument for required fields and rules), whatever the
-    number of sites or records.
+    number of sites or records; form statuses and the per-instrument totals only for the
+    sites whose forms changed since they were last counted (see app.records.fingerprints).
     """
     if not sites:
         return []
     ids = [s.id for s in sites]
+    fingerprints = Fingerprints(session, ids)
     enrolment = enrolment_by_month(session, ids)
-    statuses = form_status_by_record(session, ids)
+    statuses = remembered_form_status(session, study, ids, fingerprints)
     awaiting = awaiting_signature_counts(session, ids)
-    quality = study_quality(session, study, ids)
+    quality = study_quality(session, study, ids, fingerprints)
     all_months = month_range({m for counts in enrolment.values() for m in counts})
     dashboards = []
     for summary in site_summaries(session, sites):
@@ -248,9 +276,9 @@ def _monthly_svg(series: tuple[tuple[str, tuple[tuple[str, int | None], ...]], .
 
 
 def forget_remembered() -> None:
-    """Drop every remembered total and chart of this process, as after a restart: the
-    benchmarks measure a dashboard's first view with it."""
-    forget_totals()
+    """Drop every remembered total, analysis and chart of this process, as after a restart:
+    the benchmarks measure a page's first view with it."""
+    forget_all()
     _cumulative_svg.cache_clear()
     _monthly_svg.cache_clear()
 

@@ -37,6 +37,8 @@ T = TypeVar("T")
 #: (forms, sum of their versions, highest form id, latest save) for one site's forms of one instrument.
 Counts = tuple[int, int, int, Any]
 NO_FORMS: Counts = (0, 0, 0, None)
+#: Every RememberedResults made (a few, at import time), for `forget_all`.
+_EVERY: list[RememberedResults[Any]] = []
 
 
 class Fingerprints:
@@ -73,6 +75,13 @@ class Fingerprints:
         return (tuple(sorted(self.records.items())), tuple(sorted(self.counts.items())))
 
 
+def forget_all() -> None:
+    """Drop every remembered result of this process, as after a restart (the benchmarks
+    measure first views with it)."""
+    for remembered in _EVERY:
+        remembered.clear()
+
+
 class RememberedResults(Generic[T]):
     """The most recently used results by key, each valid only for the fingerprint it was
     computed from. Thread-safe; a miss computes outside the lock (two threads may both
@@ -82,6 +91,7 @@ class RememberedResults(Generic[T]):
         self.size = size
         self.lock = threading.Lock()
         self.entries: OrderedDict[Hashable, tuple[Hashable, T]] = OrderedDict()
+        _EVERY.append(self)
 
     def get(self, key: Hashable, fingerprint: Hashable) -> T | None:
         with self.lock:
