@@ -51,6 +51,7 @@ ENDPOINTS = {
     "api.help_page": ("GET", "/api/help", None, expect(200, 200, 200, 200, 200, 200)),
     "analysis.page": ("GET", "/analysis", None, expect(200, 200, 200, 200, 200, 200)),
     "analysis.plot": ("GET", "/analysis/plots/time-to-resolution.svg", None, expect(200, 200, 200, 200, 200, 200)),
+    "analysis.summary": ("GET", "/analysis/summary", None, expect(200, 200, 200, 200, 200, 200)),
     "dictionary.page": ("GET", "/admin/dictionary/", None, expect(403, 200, 403, 403, 403)),
     "dictionary.export": ("GET", "/admin/dictionary/export.csv", None, expect(403, 200, 403, 403, 403)),
     "audit.trail": ("GET", "/audit", None, expect(403, 200, 403, 403, 403)),

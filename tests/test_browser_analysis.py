@@ -28,3 +28,18 @@ def test_analysis_page_shows_its_plots_accessibly(new_page):
     assert problems == []
     assert axe_violations(page) == []
     screenshot(page, "analysis-statistician")
+
+
+def test_study_dashboard_shows_the_case_series_summary_once_computed(new_page):
+    page = new_page()
+    failed: list[str] = []
+    login(page, "statistician")
+    page.on("response", lambda response: failed.append(response.url) if response.status >= 400 else None)
+    page.goto("/dashboard/study")
+    summary = page.locator("[data-cb-summary]")
+    summary.locator("#key-figures").wait_for()
+    assert summary.get_attribute("aria-busy") is None
+    assert page.locator("#key-figures").inner_text().split("\n")[:2] == ["Cases", "3"]
+    assert failed == []
+    assert axe_violations(page) == []
+    screenshot(page, "study-dashboard-summary")

@@ -290,3 +290,17 @@ def test_dashboards_run_the_same_statements_for_few_and_many_records(admin_clien
     assert metric(large["/sites/SYN001/dashboard"][1], "records") == "33"
     assert large["/dashboard/study"][1].count('data-site="') == 12
     assert {url: n for url, (n, _) in small.items()} == {url: n for url, (n, _) in large.items()}
+
+
+def test_the_study_dashboard_loads_the_case_series_summary(as_user):
+    """The page itself names the fragment to load (so it never waits for the analysis); the
+    fragment is the analysis's key figures, exact for the admin and masked for the statistician."""
+    html = as_user("admin").get("/dashboard/study").get_data(as_text=True)
+    assert 'data-cb-summary="/analysis/summary"' in html and "js/summary.js" in html
+    figures = as_user("admin").get("/analysis/summary").get_data(as_text=True)
+    assert re.search(r"<dt[^>]*>Cases</dt><dd[^>]*>3</dd>", figures)
+    assert re.search(r"<dt[^>]*>Complete resolution</dt><dd[^>]*>3 of 3</dd>", figures)
+    assert "<html" not in figures and 'href="/analysis"' in figures
+    masked = as_user("statistician").get("/analysis/summary").get_data(as_text=True)
+    assert re.search(r"<dt[^>]*>Cases</dt><dd[^>]*>3</dd>", masked) and "KMU" not in masked
+    assert re.search(r"<dt[^>]*>Cases with any complication</dt><dd[^>]*>&lt;3 of 3</dd>", masked)

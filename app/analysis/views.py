@@ -37,6 +37,13 @@ def page() -> str:
     return render_template("analysis/page.html", analysis=_analysis(), title="Case-series analysis")
 
 
+@bp.route("/summary")
+@login_required
+def summary() -> str:
+    """The key figures alone, for the study dashboard to load after its own page."""
+    return render_template("analysis/summary.html", analysis=_analysis())
+
+
 @bp.route("/plots/<name>.<fmt>")
 @login_required
 def plot(name: str, fmt: str) -> Response:
