@@ -11,24 +11,20 @@ makes it the default RATELIMIT_STORAGE_URI (redis:// and the other schemes still
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 from limits.storage import Storage
 from sqlalchemy import BigInteger, Integer, Row, Text, case, delete, select, text
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db import Base
+from app.db import UPSERT, Base
 from app.extensions import db
 
 SCHEME = "casebook+db"
 #: The default RATELIMIT_STORAGE_URI: the app's own database, whichever it is.
 STORAGE_URI = f"{SCHEME}://"
 
-#: INSERT ... ON CONFLICT DO UPDATE exists in both databases Casebook runs on (SQLite >= 3.24).
-_UPSERT: dict[str, Callable[..., Any]] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
 
 class RateLimitCounter(Base):
@@ -77,7 +73,7 @@ class DatabaseStorage(Storage):
         ended starts a new window of `expiry` seconds. Returns the hits in the window."""
         engine = db.engine
         now = time.time()
-        statement = _UPSERT[engine.dialect.name](COUNTERS).values(key=key, hits=amount, expires_at=now + expiry)
+        statement = UPSERT[engine.dialect.name](COUNTERS).values(key=key, hits=amount, expires_at=now + expiry)
         ended = COUNTERS.c.expires_at <= now
         proposed = statement.excluded
         statement = statement.on_conflict_do_update(

@@ -304,3 +304,30 @@ def test_the_study_dashboard_loads_the_case_series_summary(as_user):
     masked = as_user("statistician").get("/analysis/summary").get_data(as_text=True)
     assert re.search(r"<dt[^>]*>Cases</dt><dd[^>]*>3</dd>", masked) and "KMU" not in masked
     assert re.search(r"<dt[^>]*>Cases with any complication</dt><dd[^>]*>&lt;3 of 3</dd>", masked)
+
+
+def test_a_new_process_reads_the_totals_another_computed(as_user, monkeypatch):
+    """The totals are kept in the database with their fingerprints: with this process's memory
+    emptied (as in a worker that has just started) nothing is computed again and the page is
+    the same; with the database's emptied too, everything is."""
+    from app.records.fingerprints import forget_all
+
+    computed: list[str] = []
+    real = completeness.instrument_quality
+
+    def counting(session, study, instrument, site_ids):
+        computed.append(instrument.name)
+        return real(session, study, instrument, site_ids)
+
+    monkeypatch.setattr(completeness, "instrument_quality", counting)
+    forget_all()  # earlier tests' identical demo data left results in this process, not in this database
+    admin = as_user("admin")
+    before = admin.get("/dashboard/study").get_data(as_text=True)
+    forget_all()
+    computed.clear()
+    assert admin.get("/dashboard/study").get_data(as_text=True) == before
+    assert computed == []
+    forget_all(db.session)
+    db.session.commit()
+    assert admin.get("/dashboard/study").get_data(as_text=True) == before
+    assert sorted(computed) == sorted(inst.name for inst in current_study().instruments)

@@ -26,7 +26,7 @@ import operator
 import threading
 from collections import OrderedDict, defaultdict
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sqlalchemy import (
@@ -52,7 +52,7 @@ from app.db import JSONType
 from app.logic import evaluate, is_true, referenced_fields
 from app.logic.nodes import Bool, Call, Expr, Num, Op, Str
 from app.logic.nodes import Field as FieldRef
-from app.records.fingerprints import Fingerprints, RememberedResults
+from app.records.fingerprints import Fingerprints, RememberedResults, Shared
 from app.records.models import FormInstance, Record
 from app.study.definition import Field, Instrument, Rule, Study
 from app.study.fieldtypes import field_type
@@ -332,8 +332,10 @@ def instrument_quality(session: Session, study: Study, instrument: Instrument,
     return dict(result)
 
 
-#: (study digest, instrument, site id) -> that site's totals; shared, so never mutated.
-_REMEMBERED: RememberedResults[InstrumentQuality] = RememberedResults(size=16384)
+#: (study digest, instrument, site id) -> that site's totals, in this process and the database;
+#: shared between requests, so never mutated.
+_REMEMBERED: RememberedResults[InstrumentQuality] = RememberedResults(
+    size=16384, shared=Shared("quality", asdict, lambda stored: InstrumentQuality(**stored)))
 
 
 def study_quality(session: Session, study: Study, site_ids: Collection[int],
@@ -342,21 +344,22 @@ def study_quality(session: Session, study: Study, site_ids: Collection[int],
     remembered totals where the forms behind them are unchanged (`fingerprints`, read for
     `site_ids`), else one statement per instrument over the sites whose forms changed,
     whatever the number of records."""
+    wanted = {(study.digest, instrument.name, site_id):
+              fingerprints.site(site_id, _PLANS.get(study, instrument).context)
+              for instrument in study.instruments for site_id in site_ids}
+    remembered = _REMEMBERED.get_many(session, wanted)
     by_site: dict[int, dict[str, InstrumentQuality]] = {site_id: {} for site_id in site_ids}
+    fresh: dict[Any, tuple[Any, InstrumentQuality]] = {}
     for instrument in study.instruments:
-        plan = _PLANS.get(study, instrument)
-        changed: dict[int, tuple[tuple[str, str, int], Any]] = {}
+        changed = [site_id for site_id in site_ids if (study.digest, instrument.name, site_id) not in remembered]
+        computed = instrument_quality(session, study, instrument, changed) if changed else {}
         for site_id in site_ids:
-            key, fingerprint = (study.digest, instrument.name, site_id), fingerprints.site(site_id, plan.context)
-            remembered = _REMEMBERED.get(key, fingerprint)
-            if remembered is None:
-                changed[site_id] = (key, fingerprint)
+            key = (study.digest, instrument.name, site_id)
+            if key in remembered:
+                by_site[site_id][instrument.name] = remembered[key]
             else:
-                by_site[site_id][instrument.name] = remembered
-        if changed:
-            fresh = instrument_quality(session, study, instrument, list(changed))
-            for site_id, (key, fingerprint) in changed.items():
-                quality = by_site[site_id][instrument.name] = fresh.get(site_id, InstrumentQuality())
-                _REMEMBERED.put(key, fingerprint, quality)
+                quality = by_site[site_id][instrument.name] = computed.get(site_id, InstrumentQuality())
+                fresh[key] = (wanted[key], quality)
+    _REMEMBERED.put_many(session, fresh)
     return by_site
 

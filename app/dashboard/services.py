@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from app.auth.models import Site
 from app.charts import new_figure, series_style, to_svg
 from app.dashboard.completeness import InstrumentQuality, study_quality
-from app.records.fingerprints import Fingerprints, RememberedResults, forget_all
+from app.records.fingerprints import Fingerprints, RememberedResults, Shared, forget_all
 from app.records.models import FormInstance, FormStatus, Record
 from app.review.models import DataQuery, QueryStatus
 from app.review.services import awaiting_signature_counts
@@ -89,28 +89,29 @@ def enrolment_by_month(session: Session, site_ids: Collection[int]) -> dict[int,
     return dict(result)
 
 
-#: Site id -> its form_status_by_record, valid while the site's forms are unchanged.
-_STATUSES: RememberedResults[dict[str, dict[int, int]]] = RememberedResults(size=4096)
+#: (study digest, site id) -> its form_status_by_record, valid while the site's forms are
+#: unchanged; in this process and the database (JSON keys are text: statuses are read back as ints).
+_STATUSES: RememberedResults[dict[str, dict[int, int]]] = RememberedResults(
+    size=4096, shared=Shared("statuses", lambda by_form: by_form,
+                             lambda stored: {name: {int(status): n for status, n in counts.items()}
+                                             for name, counts in stored.items()}))
 
 
 def remembered_form_status(session: Session, study: Study, site_ids: Collection[int],
                            fingerprints: Fingerprints) -> dict[int, dict[str, dict[int, int]]]:
     """`form_status_by_record`, counted again only for the sites whose forms changed."""
     names = [inst.name for inst in study.instruments]
-    result: dict[int, dict[str, dict[int, int]]] = {}
-    changed = {}
-    for site_id in site_ids:
-        key, fingerprint = (study.digest, site_id), fingerprints.site(site_id, names)
-        remembered = _STATUSES.get(key, fingerprint)
-        if remembered is None:
-            changed[site_id] = (key, fingerprint)
-        else:
-            result[site_id] = remembered
+    wanted = {(study.digest, site_id): fingerprints.site(site_id, names) for site_id in site_ids}
+    remembered = _STATUSES.get_many(session, wanted)
+    result = {site_id: remembered[(study.digest, site_id)] for site_id in site_ids
+              if (study.digest, site_id) in remembered}
+    changed = [site_id for site_id in site_ids if site_id not in result]
     if changed:
-        fresh = form_status_by_record(session, list(changed))
-        for site_id, (key, fingerprint) in changed.items():
-            result[site_id] = fresh.get(site_id, {})
-            _STATUSES.put(key, fingerprint, result[site_id])
+        counted = form_status_by_record(session, changed)
+        fresh = {(study.digest, site_id): (wanted[(study.digest, site_id)], counted.get(site_id, {}))
+                 for site_id in changed}
+        _STATUSES.put_many(session, fresh)
+        result.update({site_id: by_form for (_, site_id), (_, by_form) in fresh.items()})
     return result
 
 
@@ -275,10 +276,11 @@ def _monthly_svg(series: tuple[tuple[str, tuple[tuple[str, int | None], ...]], .
     return to_svg(figure, f"Records per month by site. {described}.{(' ' + note) if note else ''}")
 
 
-def forget_remembered() -> None:
-    """Drop every remembered total, analysis and chart of this process, as after a restart:
-    the benchmarks measure a page's first view with it."""
-    forget_all()
+def forget_remembered(session: Session | None = None) -> None:
+    """Drop every remembered total, analysis and chart of this process, as after a restart,
+    and with a session the totals kept in the database too: the benchmarks measure first
+    views with it."""
+    forget_all(session)
     _cumulative_svg.cache_clear()
     _monthly_svg.cache_clear()
 

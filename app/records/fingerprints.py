@@ -15,23 +15,28 @@ lowers the count. The save time also tells apart databases that were emptied and
 (a restore, a test) and so reuse ids. Reading it is one grouped statement without any
 JSON, a few milliseconds at 10,000 records.
 
-The remembered results live in each process (a small LRU). That is safe with several
-processes serving one database: a process never trusts its own memory, it compares the
-fingerprint it just read from the database; another process's save shows up there.
+The remembered results live in each process (a small LRU) and, for the dashboards, also in
+the database (table remembered_result), so a process that has just started reads them rather
+than computing them. That is safe with several processes serving one database: a process
+never trusts what it remembers, it compares the fingerprint it just read from the database;
+another process's save shows up there.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Hashable
+from collections.abc import Callable, Collection, Hashable, Mapping
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from app.auth.models import Site
-from app.records.models import FormInstance, Record
+from app.db import UPSERT
+from app.records.models import FormInstance, Record, RememberedRow
 
 T = TypeVar("T")
 #: (forms, sum of their versions, highest form id, latest save) for one site's forms of one instrument.
@@ -75,20 +80,40 @@ class Fingerprints:
         return (tuple(sorted(self.records.items())), tuple(sorted(self.counts.items())))
 
 
-def forget_all() -> None:
-    """Drop every remembered result of this process, as after a restart (the benchmarks
-    measure first views with it)."""
+def forget_all(session: Session | None = None) -> None:
+    """Drop every remembered result of this process, as after a restart, and with a session
+    the ones kept in the database too (the benchmarks measure first views with it)."""
     for remembered in _EVERY:
         remembered.clear()
+    if session is not None:
+        session.execute(delete(RememberedRow))
+
+
+@dataclass(frozen=True, slots=True)
+class Shared(Generic[T]):
+    """How a RememberedResults keeps its results in the database for every process: under
+    keys starting with `name`, as JSON (`encode`), read back with `decode`."""
+
+    name: str
+    encode: Callable[[T], Any]
+    decode: Callable[[Any], T]
+
+
+def _text(fingerprint: Hashable) -> str:
+    """A fingerprint as the database keeps it (its times as ISO text)."""
+    return json.dumps(fingerprint, default=str, separators=(",", ":"))
 
 
 class RememberedResults(Generic[T]):
     """The most recently used results by key, each valid only for the fingerprint it was
     computed from. Thread-safe; a miss computes outside the lock (two threads may both
-    compute the same result, and both are right)."""
+    compute the same result, and both are right). With `shared`, results are also kept in
+    the database (table remembered_result), so a process that has just started reads what
+    another computed; keys are then tuples of text and numbers."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, shared: Shared[T] | None = None) -> None:
         self.size = size
+        self.shared = shared
         self.lock = threading.Lock()
         self.entries: OrderedDict[Hashable, tuple[Hashable, T]] = OrderedDict()
         _EVERY.append(self)
@@ -118,3 +143,42 @@ class RememberedResults(Generic[T]):
             value = compute()
             self.put(key, fingerprint, value)
         return value
+
+    def _row_key(self, key: Hashable) -> str:
+        assert self.shared is not None
+        return f"{self.shared.name}:{json.dumps(key, separators=(',', ':'))}"
+
+    def get_many(self, session: Session, wanted: Mapping[Hashable, Hashable]) -> dict[Hashable, T]:
+        """Of `wanted` (key -> fingerprint now), the results still valid: from this process's
+        memory, else, when shared, from the database in one statement."""
+        found: dict[Hashable, T] = {}
+        for key, fingerprint in wanted.items():
+            value = self.get(key, fingerprint)
+            if value is not None:
+                found[key] = value
+        missing = {self._row_key(key): key for key in wanted if key not in found} if self.shared else {}
+        if missing:
+            assert self.shared is not None
+            rows = session.execute(select(RememberedRow.key, RememberedRow.fingerprint, RememberedRow.value)
+                                   .where(RememberedRow.key.in_(sorted(missing))))
+            for row_key, fingerprint, stored in rows:
+                key = missing[row_key]
+                if fingerprint == _text(wanted[key]):
+                    found[key] = self.shared.decode(stored)
+                    self.put(key, wanted[key], found[key])
+        return found
+
+    def put_many(self, session: Session, fresh: Mapping[Hashable, tuple[Hashable, T]]) -> None:
+        """Remember freshly computed results (key -> (fingerprint, value)); when shared, also in
+        the database, in the caller's transaction (the request's single commit keeps them)."""
+        for key, (fingerprint, value) in fresh.items():
+            self.put(key, fingerprint, value)
+        if not self.shared or not fresh:
+            return
+        rows = sorted(({"key": self._row_key(key), "fingerprint": _text(fingerprint),
+                        "value": self.shared.encode(value)} for key, (fingerprint, value) in fresh.items()),
+                      key=lambda row: row["key"])  # one order for every writer: no deadlock
+        statement = UPSERT[session.get_bind().dialect.name](RememberedRow.__table__).values(rows)
+        session.execute(statement.on_conflict_do_update(
+            index_elements=["key"], set_={"fingerprint": statement.excluded.fingerprint,
+                                          "value": statement.excluded.value}))

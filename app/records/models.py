@@ -11,7 +11,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.auth.models import Site, User
@@ -89,3 +89,17 @@ class FormInstance(Base):
     @property
     def form_status(self) -> FormStatus:
         return FormStatus(self.status)
+
+
+class RememberedRow(Base):
+    """A result derived from the forms (a dashboard's totals), kept for every app process with
+    the fingerprint of the forms it was computed from (see app.records.fingerprints): a process
+    that has just started reads it instead of computing it again. A cache, never a source."""
+
+    __tablename__ = "remembered_result"
+
+    #: 64 bits on PostgreSQL, which draws a number for every upsert; SQLite's is its rowid.
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True)
+    key: Mapped[str] = mapped_column(Text, unique=True)
+    fingerprint: Mapped[str] = mapped_column(Text)
+    value: Mapped[Any] = mapped_column(JSONType)
