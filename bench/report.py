@@ -145,14 +145,18 @@ def goals(documents: dict[str, dict[str, Any]]) -> list[str]:
             size, r = exports[-1]
             lines.append(f"| (for information) the whole bundle vs read_sql + to_csv ({label}) "
                          f"| {_ratio(r['ratio_p50'])} at {size:,} records | {DASH} |")
-            peaks = [(s, x["casebook"]["peak_kib"]) for s, x in exports if x["casebook"]["peak_kib"]]
+        # The streamed formats (the CSV step) must stay flat; the whole bundle's Stata, SPSS and
+        # Parquet writers and its analysis hold a table in memory, so it is shown for information.
+        for title, found, goal in (("export memory flat in record count, CSV step", csv_exports, True),
+                                   ("(for information) whole-bundle memory", exports, False)):
+            peaks = [(s, x["casebook"]["peak_kib"]) for s, x in found if x["casebook"]["peak_kib"]]
             if len(peaks) > 1:
                 (small, low), (large, high) = peaks[0], peaks[-1]
                 growth = high / low
                 flat = growth < math.sqrt(large / small)
-                lines.append(f"| export memory flat in record count ({label}) | {_kib(low)} at {small:,}, "
-                             f"{_kib(high)} at {large:,} ({_ratio(growth)} for {_ratio(large / small)} the records) "
-                             f"| {'yes' if flat else 'no'} |")
+                lines.append(f"| {title} ({label}) | {_kib(low)} at {small:,}, {_kib(high)} at {large:,} "
+                             f"({_ratio(growth)} for {_ratio(large / small)} the records) "
+                             f"| {('yes' if flat else 'no') if goal else DASH} |")
         api = _find(document, "API record export")
         if api:
             size, r = api[-1]
@@ -165,8 +169,8 @@ def goals(documents: dict[str, dict[str, Any]]) -> list[str]:
                 if size >= 10_000:
                     by_state[r["name"].rsplit(" (", 1)[0]] = (size, r)
             for name, (size, r) in by_state.items():
-                p50 = r["casebook"]["p50_ms"]
-                lines.append(f"| {name.lower()} < {GOAL_DASHBOARD_MS} ms at 10,000+ records ({label}) | {_ms(p50)} "
+                p50, page_name = r["casebook"]["p50_ms"], name[0].lower() + name[1:]
+                lines.append(f"| {page_name} < {GOAL_DASHBOARD_MS} ms at 10,000+ records ({label}) | {_ms(p50)} "
                              f"p50 at {size:,} records, {_ratio(r['ratio_p50'])} its SQL "
                              f"| {'yes' if p50 < GOAL_DASHBOARD_MS else 'no'} |")
     return lines
