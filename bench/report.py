@@ -165,12 +165,12 @@ def goals(documents: dict[str, dict[str, Any]]) -> list[str]:
                          f"records/s at {size:,} records | {'yes' if rate >= GOAL_API_RECORDS_PER_S else 'no'} |")
         for page in ("Study dashboard page", "Site dashboard page"):
             by_state: dict[str, tuple[int, dict[str, Any]]] = {}
-            for size, r in _find(document, page):  # "<page>, <state> (<n> records)"
-                if size >= 10_000:
+            for size, r in _find(document, page):  # "<page>, <state> (<n> records)"; the goal is at 10,000
+                if size == 10_000:
                     by_state[r["name"].rsplit(" (", 1)[0]] = (size, r)
             for name, (size, r) in by_state.items():
                 p50, page_name = r["casebook"]["p50_ms"], name[0].lower() + name[1:]
-                lines.append(f"| {page_name} < {GOAL_DASHBOARD_MS} ms at 10,000+ records ({label}) | {_ms(p50)} "
+                lines.append(f"| {page_name} < {GOAL_DASHBOARD_MS} ms at 10,000 records ({label}) | {_ms(p50)} "
                              f"p50 at {size:,} records, {_ratio(r['ratio_p50'])} its SQL "
                              f"| {'yes' if p50 < GOAL_DASHBOARD_MS else 'no'} |")
     return lines
