@@ -347,19 +347,19 @@ def study_quality(session: Session, study: Study, site_ids: Collection[int],
     wanted = {(study.digest, instrument.name, site_id):
               fingerprints.site(site_id, _PLANS.get(study, instrument).context)
               for instrument in study.instruments for site_id in site_ids}
-    remembered = _REMEMBERED.get_many(session, wanted)
-    by_site: dict[int, dict[str, InstrumentQuality]] = {site_id: {} for site_id in site_ids}
-    fresh: dict[Any, tuple[Any, InstrumentQuality]] = {}
-    for instrument in study.instruments:
-        changed = [site_id for site_id in site_ids if (study.digest, instrument.name, site_id) not in remembered]
-        computed = instrument_quality(session, study, instrument, changed) if changed else {}
-        for site_id in site_ids:
-            key = (study.digest, instrument.name, site_id)
-            if key in remembered:
-                by_site[site_id][instrument.name] = remembered[key]
-            else:
-                quality = by_site[site_id][instrument.name] = computed.get(site_id, InstrumentQuality())
-                fresh[key] = (wanted[key], quality)
-    _REMEMBERED.put_many(session, fresh)
-    return by_site
+
+    def count(keys: list[Any]) -> dict[Any, InstrumentQuality]:
+        sites: dict[str, list[int]] = defaultdict(list)
+        for _, name, site_id in keys:
+            sites[name].append(site_id)
+        totals = {}
+        for name, changed in sites.items():
+            computed = instrument_quality(session, study, study.instrument(name), changed)
+            totals.update({(study.digest, name, site_id): computed.get(site_id, InstrumentQuality())
+                           for site_id in changed})
+        return totals
+
+    totals = _REMEMBERED.get_or_compute_many(session, wanted, count)
+    return {site_id: {inst.name: totals[(study.digest, inst.name, site_id)] for inst in study.instruments}
+            for site_id in site_ids}
 

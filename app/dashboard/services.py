@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 from matplotlib.axes import Axes
 from sqlalchemy import ColumnElement, func, select
@@ -102,17 +103,13 @@ def remembered_form_status(session: Session, study: Study, site_ids: Collection[
     """`form_status_by_record`, counted again only for the sites whose forms changed."""
     names = [inst.name for inst in study.instruments]
     wanted = {(study.digest, site_id): fingerprints.site(site_id, names) for site_id in site_ids}
-    remembered = _STATUSES.get_many(session, wanted)
-    result = {site_id: remembered[(study.digest, site_id)] for site_id in site_ids
-              if (study.digest, site_id) in remembered}
-    changed = [site_id for site_id in site_ids if site_id not in result]
-    if changed:
-        counted = form_status_by_record(session, changed)
-        fresh = {(study.digest, site_id): (wanted[(study.digest, site_id)], counted.get(site_id, {}))
-                 for site_id in changed}
-        _STATUSES.put_many(session, fresh)
-        result.update({site_id: by_form for (_, site_id), (_, by_form) in fresh.items()})
-    return result
+
+    def count(keys: list[Any]) -> dict[Any, dict[str, dict[int, int]]]:
+        counted = form_status_by_record(session, [site_id for _, site_id in keys])
+        return {(digest, site_id): counted.get(site_id, {}) for digest, site_id in keys}
+
+    found = _STATUSES.get_or_compute_many(session, wanted, count)
+    return {site_id: found[(study.digest, site_id)] for site_id in site_ids}
 
 
 def form_status_by_record(session: Session, site_ids: Collection[int]) -> dict[int, dict[str, dict[int, int]]]:

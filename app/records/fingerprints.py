@@ -47,10 +47,13 @@ _EVERY: list[RememberedResults[Any]] = []
 
 
 class Fingerprints:
-    """The fingerprints of the given sites' records and forms, read in two grouped statements."""
+    """The fingerprints of the given sites' forms, read in one grouped statement (and their
+    records in a second, only when `whole` asks for them)."""
 
     def __init__(self, session: Session, site_ids: Collection[int] | None) -> None:
         """`site_ids` None: every site."""
+        self.session = session
+        self.site_ids = None if site_ids is None else sorted(site_ids)
         stmt = (
             select(Record.site_id, FormInstance.instrument, func.count(),
                    func.coalesce(func.sum(FormInstance.version), 0), func.max(FormInstance.id),
@@ -59,25 +62,27 @@ class Fingerprints:
             .where(Record.deleted_at.is_(None))
             .group_by(Record.site_id, FormInstance.instrument)
         )
-        records = (select(Record.site_id, Site.code, func.count(), func.max(Record.id))
-                   .join(Site, Site.id == Record.site_id).where(Record.deleted_at.is_(None))
-                   .group_by(Record.site_id, Site.code))
-        if site_ids is not None:
-            stmt = stmt.where(Record.site_id.in_(sorted(site_ids)))
-            records = records.where(Record.site_id.in_(sorted(site_ids)))
+        if self.site_ids is not None:
+            stmt = stmt.where(Record.site_id.in_(self.site_ids))
         self.counts: dict[tuple[int, str], Counts] = {}
         for site_id, instrument, forms, versions, highest, latest in session.execute(stmt):
             self.counts[(site_id, instrument)] = (int(forms), int(versions), int(highest), latest)
-        #: Site id -> (code, live records, highest record id): records without forms count too.
-        self.records = {site_id: (code, int(n), int(highest)) for site_id, code, n, highest in session.execute(records)}
 
     def site(self, site_id: int, instruments: Collection[str]) -> tuple[Counts, ...]:
         """One site's fingerprint over the given instruments (in the order given)."""
         return tuple(self.counts.get((site_id, name), NO_FORMS) for name in instruments)
 
     def whole(self) -> tuple[Any, ...]:
-        """Every site read: its code (a renamed site changes labels), records and forms."""
-        return (tuple(sorted(self.records.items())), tuple(sorted(self.counts.items())))
+        """Every site read: its code (a renamed site changes labels), its live records and
+        highest record id (records without forms count too), and its forms."""
+        stmt = (select(Record.site_id, Site.code, func.count(), func.max(Record.id))
+                .join(Site, Site.id == Record.site_id).where(Record.deleted_at.is_(None))
+                .group_by(Record.site_id, Site.code))
+        if self.site_ids is not None:
+            stmt = stmt.where(Record.site_id.in_(self.site_ids))
+        records = sorted((site_id, code, int(n), int(highest))
+                         for site_id, code, n, highest in self.session.execute(stmt))
+        return (tuple(records), tuple(sorted(self.counts.items())))
 
 
 def forget_all(session: Session | None = None) -> None:
@@ -166,6 +171,18 @@ class RememberedResults(Generic[T]):
                 if fingerprint == _text(wanted[key]):
                     found[key] = self.shared.decode(stored)
                     self.put(key, wanted[key], found[key])
+        return found
+
+    def get_or_compute_many(self, session: Session, wanted: Mapping[Hashable, Hashable],
+                            compute: Callable[[list[Hashable]], Mapping[Hashable, T]]) -> dict[Hashable, T]:
+        """`wanted` (key -> fingerprint now): the results still valid (`get_many`), the others
+        from one call of `compute` with their keys, remembered (`put_many`)."""
+        found = self.get_many(session, wanted)
+        missing = [key for key in wanted if key not in found]
+        if missing:
+            fresh = compute(missing)
+            self.put_many(session, {key: (wanted[key], fresh[key]) for key in missing})
+            found.update({key: fresh[key] for key in missing})
         return found
 
     def put_many(self, session: Session, fresh: Mapping[Hashable, tuple[Hashable, T]]) -> None:
