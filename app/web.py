@@ -91,8 +91,11 @@ def _enforce_session_lifetime() -> Response | None:
 
 def init_app(app: Flask) -> None:
     app.before_request(_enforce_session_lifetime)
-    app.after_request(_security_headers)
+    # Flask runs after-request functions last registered first: the headers are set before
+    # the commit, while the user loaded for this request is still fresh (after the commit
+    # reading `current_user` would load the user and their memberships again).
     app.after_request(_finish_transaction)
+    app.after_request(_security_headers)
 
     @app.teardown_request
     def _rollback_on_error(exc: BaseException | None) -> None:

@@ -137,3 +137,24 @@ def test_list_pages_run_the_same_statements_for_3_and_30_rows(admin_client):
         assert rows >= 1 and large[name][1] >= 3 * rows, f"{name}: {rows} vs {large[name][1]} rows do not test growth"
     grown = {name: (small[name][0], large[name][0]) for name in small if small[name][0] != large[name][0]}
     assert not grown, f"statements per page grew with the rows shown (N+1): {grown}"
+
+
+def test_a_form_save_reads_nothing_after_its_commit(admin_client):
+    """The save's transaction is the request's last database work: the response headers use
+    the user loaded at the start, so the commit is not followed by loading the user again
+    (which every request would pay, and which the save benchmark showed)."""
+    client, _ = admin_client
+    seed(sites=1, records=1, seed_value=4)
+    label = db.session.scalar(select(Record.label))
+    db.session.remove()
+    with counting() as statements:
+        event.listen(db.engine, "commit", commit := lambda conn: statements.append("COMMIT"))
+        try:
+            response = client.post(f"/records/{label}/calcium_exposure/new",
+                                   data={"form_status": "0", "version": "0", "confirm_warnings": "y"})
+        finally:
+            event.remove(db.engine, "commit", commit)
+    assert response.status_code == 302
+    assert statements.count("COMMIT") == 1
+    assert statements[-1] == "COMMIT", statements[statements.index("COMMIT") + 1:]
+    assert any(s.startswith("INSERT INTO form_instance") for s in statements)
