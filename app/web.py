@@ -15,6 +15,7 @@ from flask import Flask, Response, current_app, flash, g, redirect, render_templ
 from flask_login import current_user, logout_user
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import joinedload
 from werkzeug.exceptions import HTTPException
 
 from app.audit.services import AuditEntry, append
@@ -37,7 +38,8 @@ def load_user(session_id: str) -> User | None:
     user_id, _, token = session_id.partition(":")
     if not user_id.isdigit():
         return None
-    user = db.session.get(User, int(user_id))
+    # One statement for the user and their site roles (every page checks them), not two.
+    user = db.session.get(User, int(user_id), options=[joinedload(User.memberships)])
     if user is None or not user.active or user.session_token != token:
         return None
     return user

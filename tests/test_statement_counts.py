@@ -65,6 +65,7 @@ def seed(sites: int, records: int, seed_value: int) -> None:
 
 
 def add_queries(admin: User, count: int) -> None:
+    admin = db.session.merge(admin)  # pages ran in this session meanwhile, and ended it
     record = db.session.scalar(select(Record).where(Record.label == QUERIED))
     study = current_study()
     for number in range(count):
@@ -102,6 +103,7 @@ def measure(client: FlaskClient, admin: User, record_label: str) -> dict[str, tu
     counts = {}
     for name, url in pages.items():
         counts[name], html[name] = page_statements(client, url)
+    admin = db.session.merge(admin)
     rows = {
         "home": html["home"].count('class="card h-100"'),
         "record-status grid": html["record-status grid"].count('href="/records/SYN001-'),

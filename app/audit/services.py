@@ -30,6 +30,8 @@ from app.db import utcnow
 
 GENESIS_HASH = "0" * 64
 AUDIT_EVENT = cast(Table, AuditEvent.__table__)
+#: The head as a Core table: its two UPDATEs per save skip the ORM's bulk-update bookkeeping.
+AUDIT_HEAD = cast(Table, AuditHead.__table__)
 AUDIT_COLUMNS = ("occurred_at", "user_id", "username", "site_id", "record_id", "record_label", "instrument",
                  "instance", "field", "old_value", "new_value", "action", "reason", "source", "prev_hash", "hash")
 #: From this many rows on, PostgreSQL gets them by COPY (one statement) instead of an INSERT per row.
@@ -130,16 +132,14 @@ def write_chained(session: Session, rows: Sequence[AuditRow]) -> None:
     """Lock the chain's head, hash `rows` onto it in order, insert them and move the head."""
     if not rows:
         return
-    prev = session.execute(
-        update(AuditHead)
-        .where(AuditHead.id == 1)
-        .values(count=AuditHead.count + len(rows))
-        .returning(AuditHead.last_hash)
+    connection = session.connection()
+    head = AUDIT_HEAD.c
+    prev = connection.execute(
+        update(AUDIT_HEAD).where(head.id == 1).values(count=head.count + len(rows)).returning(head.last_hash)
     ).scalar_one()
     for row in rows:
         row.prev_hash = prev
         row.hash = prev = chain_hash(prev, cast(AuditEvent, row))
-    connection = session.connection()
     if connection.dialect.name == "postgresql" and len(rows) >= COPY_FROM:
         # psycopg 3 sends an executemany as one INSERT per row; COPY streams them in one
         # statement, in the session's transaction. The values are the ones hashed (an aware
@@ -151,7 +151,7 @@ def write_chained(session: Session, rows: Sequence[AuditRow]) -> None:
                 copy.write_row(row.values())
     else:
         connection.execute(insert(AUDIT_EVENT), [dict(zip(AUDIT_COLUMNS, row.values(), strict=True)) for row in rows])
-    session.execute(update(AuditHead).where(AuditHead.id == 1).values(last_hash=prev))
+    connection.execute(update(AUDIT_HEAD).where(head.id == 1).values(last_hash=prev))
 
 
 @contextmanager

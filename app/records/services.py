@@ -404,20 +404,29 @@ class RuleWarnings(ValidationFailed):
 
 
 def _void_signatures(session: Session, actor: Actor, record: Record, why: str) -> None:
-    """A change to a signed record voids its signatures (shown, and audited)."""
-    signatures = session.scalars(
-        select(Signature).where(Signature.record_id == record.id, Signature.voided_at.is_(None))
+    """A change to a signed record voids its signatures (shown, and audited).
+
+    One UPDATE ... RETURNING finds and voids them: every save runs it, and nearly always
+    it matches nothing. Signatures already loaded in the session are expired, so they
+    show the void when read again.
+    """
+    table = Signature.__table__.c
+    voided = session.connection().execute(
+        update(Signature.__table__)
+        .where(table.record_id == record.id, table.voided_at.is_(None))
+        .values(voided_at=utcnow(), void_reason=why)
+        .returning(table.id, table.meaning, table.printed_name, table.signed_at)
     ).all()
-    for signature in signatures:
-        signature.voided_at = utcnow()
-        signature.void_reason = why
-    if signatures:
-        session.flush()
-        append(session, [
-            audit_entry(actor, record, action="signature_voided", old=s.meaning.value, new=None,
-                   reason=f"{why}; signed by {s.printed_name} at {s.signed_at:%Y-%m-%d %H:%M} UTC")
-            for s in signatures
-        ])
+    if not voided:
+        return
+    ids = {row.id for row in voided}
+    for loaded in [obj for obj in session.identity_map.values() if isinstance(obj, Signature) and obj.id in ids]:
+        session.expire(loaded)
+    append(session, [
+        audit_entry(actor, record, action="signature_voided", old=row.meaning.value, new=None,
+                    reason=f"{why}; signed by {row.printed_name} at {row.signed_at:%Y-%m-%d %H:%M} UTC")
+        for row in sorted(voided, key=lambda row: row.id)
+    ])
 
 
 def delete_record(session: Session, actor: Actor, record: Record, reason: str) -> None:
