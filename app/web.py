@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 from flask import Flask, Response, current_app, flash, g, redirect, render_template, request, session, url_for
 from flask_login import current_user, logout_user
 from flask_wtf.csrf import CSRFError
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import joinedload
 from werkzeug.exceptions import HTTPException
@@ -32,14 +33,17 @@ CSP = (
 )
 
 
+#: The user and their site roles (every page checks them) in one statement, built once.
+_LOAD_USER = select(User).options(joinedload(User.memberships)).where(User.id == bindparam("id"))
+
+
 @login_manager.user_loader
 def load_user(session_id: str) -> User | None:
     """Session ids are 'user id:session token'; a changed token ends old sessions everywhere."""
     user_id, _, token = session_id.partition(":")
     if not user_id.isdigit():
         return None
-    # One statement for the user and their site roles (every page checks them), not two.
-    user = db.session.get(User, int(user_id), options=[joinedload(User.memberships)])
+    user = db.session.execute(_LOAD_USER, {"id": int(user_id)}).unique().scalar_one_or_none()
     if user is None or not user.active or user.session_token != token:
         return None
     return user

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import DateTime, Integer, String, Table, bindparam, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from app.audit.models import AuditEvent, AuditHead
-from app.db import utcnow
+from app.db import UTCDateTime, utcnow
 
 GENESIS_HASH = "0" * 64
 AUDIT_EVENT = cast(Table, AuditEvent.__table__)
@@ -34,6 +34,27 @@ AUDIT_EVENT = cast(Table, AuditEvent.__table__)
 AUDIT_HEAD = cast(Table, AuditHead.__table__)
 AUDIT_COLUMNS = ("occurred_at", "user_id", "username", "site_id", "record_id", "record_label", "instrument",
                  "instance", "field", "old_value", "new_value", "action", "reason", "source", "prev_hash", "hash")
+#: The statements of every append, built once: constructing them per save cost more than running them.
+_LOCK_HEAD = (update(AUDIT_HEAD).where(AUDIT_HEAD.c.id == 1)
+              .values(count=AUDIT_HEAD.c.count + bindparam("added", type_=Integer))
+              .returning(AUDIT_HEAD.c.last_hash))
+_MOVE_HEAD = update(AUDIT_HEAD).where(AUDIT_HEAD.c.id == 1).values(last_hash=bindparam("new_hash", type_=String))
+_INSERT_EVENTS = insert(AUDIT_EVENT)
+
+
+def _array_type(name: str) -> str:
+    column_type = AUDIT_EVENT.c[name].type
+    if isinstance(column_type, Integer):
+        return "INTEGER[]"
+    return "TIMESTAMPTZ[]" if isinstance(column_type, DateTime | UTCDateTime) else "TEXT[]"
+
+
+#: PostgreSQL: a save's few rows in one statement of one array per column (psycopg 3 would
+#: send an executemany as one INSERT per row). Built from this module's constants only.
+_INSERT_EVENTS_UNNEST = text(
+    f"INSERT INTO audit_event ({', '.join(AUDIT_COLUMNS)}) SELECT * FROM unnest("  # noqa: S608
+    + ", ".join(f"CAST(:{name} AS {_array_type(name)})" for name in AUDIT_COLUMNS) + ")"
+)
 #: From this many rows on, PostgreSQL gets them by COPY (one statement) instead of an INSERT per row.
 COPY_FROM = 50
 #: session.info key of the rows `batched` holds back until its block ends.
@@ -133,25 +154,26 @@ def write_chained(session: Session, rows: Sequence[AuditRow]) -> None:
     if not rows:
         return
     connection = session.connection()
-    head = AUDIT_HEAD.c
-    prev = connection.execute(
-        update(AUDIT_HEAD).where(head.id == 1).values(count=head.count + len(rows)).returning(head.last_hash)
-    ).scalar_one()
+    prev = connection.execute(_LOCK_HEAD, {"added": len(rows)}).scalar_one()
     for row in rows:
         row.prev_hash = prev
         row.hash = prev = chain_hash(prev, cast(AuditEvent, row))
-    if connection.dialect.name == "postgresql" and len(rows) >= COPY_FROM:
-        # psycopg 3 sends an executemany as one INSERT per row; COPY streams them in one
-        # statement, in the session's transaction. The values are the ones hashed (an aware
-        # UTC time, text and integers), so what is stored is what the chain covers.
+    postgresql = connection.dialect.name == "postgresql"
+    if postgresql and len(rows) >= COPY_FROM:
+        # COPY streams many rows in one statement, in the session's transaction. The values
+        # are the ones hashed (an aware UTC time, text and integers), so what is stored is
+        # what the chain covers.
         columns = ", ".join(AUDIT_COLUMNS)
         with connection.connection.dbapi_connection.cursor() as cursor, \
                 cursor.copy(f"COPY audit_event ({columns}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row.values())
+    elif postgresql:
+        columns = zip(*(row.values() for row in rows), strict=True)
+        connection.execute(_INSERT_EVENTS_UNNEST, dict(zip(AUDIT_COLUMNS, map(list, columns), strict=True)))
     else:
-        connection.execute(insert(AUDIT_EVENT), [dict(zip(AUDIT_COLUMNS, row.values(), strict=True)) for row in rows])
-    connection.execute(update(AUDIT_HEAD).where(head.id == 1).values(last_hash=prev))
+        connection.execute(_INSERT_EVENTS, [dict(zip(AUDIT_COLUMNS, row.values(), strict=True)) for row in rows])
+    connection.execute(_MOVE_HEAD, {"new_hash": prev})
 
 
 @contextmanager

@@ -14,9 +14,9 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
@@ -403,6 +403,16 @@ class RuleWarnings(ValidationFailed):
         )
 
 
+_SIGNATURE = cast(Table, Signature.__table__)
+#: Built once: every save runs it.
+_VOID_SIGNATURES = (
+    update(_SIGNATURE)
+    .where(_SIGNATURE.c.record_id == bindparam("record"), _SIGNATURE.c.voided_at.is_(None))
+    .values(voided_at=bindparam("now"), void_reason=bindparam("why"))
+    .returning(_SIGNATURE.c.id, _SIGNATURE.c.meaning, _SIGNATURE.c.printed_name, _SIGNATURE.c.signed_at)
+)
+
+
 def _void_signatures(session: Session, actor: Actor, record: Record, why: str) -> None:
     """A change to a signed record voids its signatures (shown, and audited).
 
@@ -410,12 +420,8 @@ def _void_signatures(session: Session, actor: Actor, record: Record, why: str) -
     it matches nothing. Signatures already loaded in the session are expired, so they
     show the void when read again.
     """
-    table = Signature.__table__.c
     voided = session.connection().execute(
-        update(Signature.__table__)
-        .where(table.record_id == record.id, table.voided_at.is_(None))
-        .values(voided_at=utcnow(), void_reason=why)
-        .returning(table.id, table.meaning, table.printed_name, table.signed_at)
+        _VOID_SIGNATURES, {"record": record.id, "now": utcnow(), "why": why}
     ).all()
     if not voided:
         return
