@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from limits.storage import Storage
-from sqlalchemy import BigInteger, Integer, Row, Text, case, delete, select, text
+from sqlalchemy import BigInteger, Float, Integer, Row, Text, case, delete, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -43,7 +43,8 @@ class RateLimitCounter(Base):
     #: The limiter's key: limit, endpoint and client address, e.g. "LIMITER/203.0.113.5/auth.login/20/1/minute".
     key: Mapped[str] = mapped_column(Text, unique=True)
     hits: Mapped[int]
-    expires_at: Mapped[float]
+    #: Float, as the migration made it (a double on both databases).
+    expires_at: Mapped[float] = mapped_column(Float)
 
 
 COUNTERS = RateLimitCounter.__table__

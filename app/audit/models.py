@@ -44,7 +44,9 @@ class AuditEvent(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     source: Mapped[str] = mapped_column(String(20), default="web")
     prev_hash: Mapped[str] = mapped_column(String(64))
-    hash: Mapped[str] = mapped_column(String(64), unique=True)
+    #: Not unique-indexed: the chain (prev_hash, the head's lock) is what makes it tamper-evident,
+    #: and an index of random hashes costs a random page write per row on a growing trail.
+    hash: Mapped[str] = mapped_column(String(64))
 
 
 class AuditHead(Base):

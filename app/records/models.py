@@ -70,7 +70,8 @@ class FormInstance(Base):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    record_id: Mapped[int] = mapped_column(ForeignKey("record.id"), index=True)
+    #: Indexed by the unique (record_id, instrument, instance), which it leads.
+    record_id: Mapped[int] = mapped_column(ForeignKey("record.id"))
     instrument: Mapped[str] = mapped_column(String(100))
     instance: Mapped[int] = mapped_column(Integer, default=1)
     data: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
