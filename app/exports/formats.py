@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Callable, Iterable, Sequence
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -44,6 +45,8 @@ ARROW_TYPES = {
 STATA_DATE_FORMATS = {Kind.DATE: "%td", Kind.DATETIME: "%tc"}
 
 Row = Sequence[Cell]
+#: A cell's value (its code goes to the companion column).
+_VALUE = itemgetter(0)
 
 
 def escape_formula(text: str) -> str:
@@ -102,7 +105,7 @@ class CsvWriter:
         convert = self._convert
         out = []
         for row in rows:
-            values = [cell[0] for cell in row]
+            values = list(map(_VALUE, row))
             for index, fn in convert:
                 value = values[index]
                 if value is not None:
@@ -118,6 +121,8 @@ def _raw(kind: Kind) -> Callable[[Any], str] | None:
     """`render` for a non-blank value of `kind`; None where the csv module's own text is the same."""
     if kind in (Kind.INTEGER, Kind.DATE):  # ints and dates only: str() of either is render()'s text
         return None
+    if kind == Kind.STRING:  # the commonest, and render's last branch: skip the others
+        return lambda value: escape_formula(str(value))
     return lambda value: render(kind, value)
 
 

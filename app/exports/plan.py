@@ -154,6 +154,21 @@ def _days(later: datetime, earlier: datetime, whole: bool) -> int | float:
 
 #: Computes one column's cell from (prepared record, the row's form instance, whether it is the record's own row).
 CellWriter = Callable[["RecordView", FormRow | None, bool], Cell]
+#: The same for a whole row.
+RowWriter = Callable[["RecordView", FormRow | None, bool], list[Cell]]
+#: A form column's cell from its form (the row, its values, its missing-data codes) and the record.
+_FormCell = Callable[[FormRow, dict[str, Any], dict[str, str], "RecordView"], Cell]
+
+
+@dataclass(slots=True)
+class _Part:
+    """Consecutive columns of a table that read the same form instance (key None: one record column)."""
+
+    key: tuple[Any, ...] | None
+    find: Callable[[RecordView, FormRow | None, bool], FormRow | None] | None
+    cells: list[CellWriter] = dataclasses.field(default_factory=list)
+    form_cells: list[_FormCell] = dataclasses.field(default_factory=list)
+    suppressible: bool = False
 
 
 class Plan:
@@ -173,7 +188,7 @@ class Plan:
         self.tables = self._tables(repeat_counts or {})
         self._check_names()
         self._compiled: dict[Column, CellWriter] = {}
-        self._compiled_tables: dict[str, list[CellWriter]] = {}
+        self._compiled_tables: dict[str, RowWriter] = {}
 
     # -- columns -------------------------------------------------------------------------------
 
@@ -352,27 +367,88 @@ class Plan:
 
     def rows(self, table: Table, rec: RecordView) -> Iterator[list[Cell]]:
         """The table's rows for one record."""
-        cells = self._table_cells(table)
+        row = self._table_row(table)
         if table.instrument is not None:
             for form in _instances(rec, table.instrument):
-                yield [cell(rec, form, True) for cell in cells]
+                yield row(rec, form, True)
             return
-        yield [cell(rec, None, True) for cell in cells]
+        yield row(rec, None, True)
         if table.long:
             for inst in self.instruments:
                 if inst.repeatable:
                     for form in _instances(rec, inst.name):
-                        yield [cell(rec, form, False) for cell in cells]
+                        yield row(rec, form, False)
 
     def cell(self, column: Column, rec: RecordView, row_form: FormRow | None, *, base_row: bool = True) -> Cell:
         """One cell; `row_form` is the form instance the row stands for (repeat tables, long rows)."""
         return self._cell_of(column)(rec, row_form, base_row)
 
-    def _table_cells(self, table: Table) -> list[CellWriter]:
-        cells = self._compiled_tables.get(table.name)
-        if cells is None:
-            cells = self._compiled_tables[table.name] = [self._cell_of(c) for c in table.columns]
-        return cells
+    def _table_row(self, table: Table) -> RowWriter:
+        row = self._compiled_tables.get(table.name)
+        if row is None:
+            row = self._compiled_tables[table.name] = self._compile_row(table)
+        return row
+
+    def _compile_row(self, table: Table) -> RowWriter:
+        """The function computing a whole row of `table`. Consecutive columns that read the same
+        form instance are one part: the form is found once per row, not once per cell, and a
+        missing form is a run of blanks. A suppressed record's parts go cell by cell."""
+        parts: list[_Part] = []
+        for column in table.columns:
+            key = self._finder_key(column) if self._reads_form(column) else None
+            if key is None or not parts or parts[-1].key != key:
+                parts.append(_Part(key, self._form_finder(column) if key is not None else None))
+            part = parts[-1]
+            part.cells.append(self._cell_of(column))
+            if key is not None:
+                part.form_cells.append(self._form_cell(column))
+                part.suppressible = part.suppressible or column.field in self.suppressible
+        compiled = [(p.find, p.cells, p.form_cells, (BLANK,) * len(p.cells), p.suppressible) for p in parts]
+
+        def row(rec: RecordView, row_form: FormRow | None, base_row: bool) -> list[Cell]:
+            out: list[Cell] = []
+            for find, cells, form_cells, blanks, suppressible in compiled:
+                if find is None:
+                    out.append(cells[0](rec, row_form, base_row))
+                    continue
+                form = find(rec, row_form, base_row)
+                if form is None:
+                    out += blanks
+                elif suppressible and rec.suppressed:
+                    out += [cell(rec, row_form, base_row) for cell in cells]
+                else:
+                    data, missing = form.data, form.missing
+                    out += [cell(form, data, missing, rec) for cell in form_cells]
+            return out
+
+        return row
+
+    @staticmethod
+    def _reads_form(column: Column) -> bool:
+        """False for the record's own columns (key, site, day 0, markers, the site's companion)."""
+        return column.role not in _RECORD_CELLS and not (column.role == Role.MISSING and column.field is None)
+
+    def _form_cell(self, column: Column) -> _FormCell:
+        """A form column's cell from its (found, unsuppressed) form: one call per cell."""
+        name = column.field
+        if column.role == Role.STATUS:
+            return lambda form, data, missing, rec: (form.status, None)
+        if column.role == Role.MISSING:
+            return lambda form, data, missing, rec: (missing.get(name), None) if missing else BLANK
+        field_cell = _FIELD_CELLS[column.role]
+        convert = _CONVERTERS.get(column.kind) if column.role == Role.VALUE else None
+
+        def cell(form: FormRow, data: dict[str, Any], missing: dict[str, str], rec: RecordView) -> Cell:
+            if missing:
+                code = missing.get(name)
+                if code:
+                    return (None, code)
+            value = data.get(name)
+            if convert is not None:
+                return BLANK if value is None else (convert(value), None)
+            return field_cell(self, column, rec, value)
+
+        return cell
 
     def _cell_of(self, column: Column) -> CellWriter:
         cell = self._compiled.get(column)
@@ -420,6 +496,14 @@ class Plan:
 
         return cell
 
+    def _finder_key(self, column: Column) -> tuple[Any, ...]:
+        """Columns with equal keys read the same form instance of a row (see `_form_finder`)."""
+        if column.instance is not None:
+            return ("fixed", column.instrument, column.instance)
+        if column.instrument in self._repeatable:
+            return ("row", column.instrument)
+        return ("single", column.instrument)
+
     def _form_finder(self, column: Column) -> Callable[[RecordView, FormRow | None, bool], FormRow | None]:
         """Which form instance a column reads: a fixed instance (wide `_1`, `_2` columns), the row's
         own instance (repeat tables, long rows), or the record's single form (its own row only)."""
@@ -458,18 +542,22 @@ def _instance_cell(plan: Plan, column: Column, rec: RecordView, form: FormRow | 
     return (form.instance if form else None, None)
 
 
+def _text(value: Any) -> str:
+    return ",".join(value) if isinstance(value, list) else str(value)
+
+
+#: A stored value as a cell's value, by column kind (dates: `_value_cell`).
+_CONVERTERS: dict[Kind, Callable[[Any], Any]] = {Kind.INTEGER: int, Kind.NUMBER: float, Kind.STRING: _text}
+
+
 def _value_cell(plan: Plan, column: Column, rec: RecordView, value: Any) -> Cell:
     if value is None:
         return BLANK
-    kind = column.kind
-    if kind == Kind.INTEGER:
-        return (int(value), None)
-    if kind == Kind.NUMBER:
-        return (float(value), None)
-    if kind in (Kind.DATE, Kind.DATETIME):
-        moment = parse_moment(value)
-        return (None if moment is None else (moment.date() if kind == Kind.DATE else moment), None)
-    return (",".join(value) if isinstance(value, list) else str(value), None)
+    convert = _CONVERTERS.get(column.kind)
+    if convert is not None:
+        return (convert(value), None)
+    moment = parse_moment(value)
+    return (None if moment is None else (moment.date() if column.kind == Kind.DATE else moment), None)
 
 
 def _choice_cell(plan: Plan, column: Column, rec: RecordView, value: Any) -> Cell:

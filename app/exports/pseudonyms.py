@@ -50,6 +50,8 @@ class Pseudonymiser:
     def __init__(self, key: bytes, study_id: str) -> None:
         self._key = key
         self._study = study_id
+        #: Site pseudonyms by code: an export asks once per record, and sites are few.
+        self._sites: dict[str, str] = {}
 
     def _digest(self, purpose: str, value: str) -> bytes:
         message = "\x1f".join((purpose, self._study, value)).encode("utf-8")
@@ -60,7 +62,10 @@ class Pseudonymiser:
         return "P" + self._digest("subject", record_label)[:8].hex()
 
     def site(self, site_code: str) -> str:
-        return "S" + self._digest("site", site_code)[:4].hex()
+        pseudonym = self._sites.get(site_code)
+        if pseudonym is None:
+            pseudonym = self._sites[site_code] = "S" + self._digest("site", site_code)[:4].hex()
+        return pseudonym
 
     def identity(self) -> str:
         """Differs between keys and studies without revealing the key: for cache keys."""

@@ -60,10 +60,13 @@ def iter_batches(
     session: Session, site_ids: Collection[int] | None, instruments: Collection[str], batch_size: int = BATCH_SIZE
 ) -> Iterator[list[SourceRecord]]:
     """Live records of the given sites (None: all) in record-id order, with the named forms."""
-    codes: dict[int, str] = {site_id: code for site_id, code in session.execute(select(Site.id, Site.code))}
+    # Core, not the ORM session: these are plain column tuples, and the ORM's row
+    # processing cost a tenth of a large export.
+    connection = session.connection()
+    codes: dict[int, str] = {site_id: code for site_id, code in connection.execute(select(Site.id, Site.code))}
     last_id = 0
     while True:
-        heads = session.execute(
+        heads = connection.execute(
             _live(select(Record.id, Record.label, Record.site_id), site_ids)
             .where(Record.id > last_id)
             .order_by(Record.id)
@@ -73,12 +76,12 @@ def iter_batches(
             return
         batch = {rid: SourceRecord(rid, label, codes[site_id]) for rid, label, site_id in heads}
         if instruments:
-            rows = session.execute(
+            rows = connection.execute(
                 select(FormInstance.record_id, FormInstance.instrument, FormInstance.instance,
                        DATA_TEXT, MISSING_TEXT, FormInstance.status)
                 .where(FormInstance.record_id.in_(list(batch)), FormInstance.instrument.in_(list(instruments)))
             )
-            for record_id, instrument, instance, data, missing, status in rows:
+            for record_id, instrument, instance, data, missing, status in rows.all():
                 batch[record_id].forms[(instrument, instance)] = FormRow(
                     instrument, instance, stored_json(data), stored_json(missing), status
                 )
