@@ -17,7 +17,7 @@ from flask_wtf.csrf import CSRFError
 from sqlalchemy import bindparam, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import joinedload
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import BadRequest, HTTPException, NotFound
 
 from app.audit.services import AuditEntry, append
 from app.auth.models import Site, User
@@ -95,7 +95,17 @@ def _enforce_session_lifetime() -> Response | None:
     return redirect(url_for("auth.login", next=target))
 
 
+def _refuse_nul_in_address() -> None:
+    """PostgreSQL cannot hold a NUL character in text, so looking up a record ID or a filter
+    that has one failed as a database error; no page, record or filter value has one."""
+    if "\x00" in request.path:
+        raise NotFound()
+    if any("\x00" in key or "\x00" in value for key, value in request.args.items(multi=True)):
+        raise BadRequest("The address contains a NUL character (\\0), which no filter or value may hold.")
+
+
 def init_app(app: Flask) -> None:
+    app.before_request(_refuse_nul_in_address)
     app.before_request(_enforce_session_lifetime)
     # Flask runs after-request functions last registered first: the headers are set before
     # the commit, while the user loaded for this request is still fresh (after the commit

@@ -181,6 +181,19 @@ def test_classic_project_errors(api):
     assert csv_error.status_code == 400 and csv_error.get_data(as_text=True).startswith("ERROR: ")
 
 
+@pytest.mark.parametrize(("content", "pairs", "named"), [
+    ("log", [("record", "\x00")], "record"),  # found by the schema fuzz on PostgreSQL: was a 500
+    ("record", [("records[0]", "KMU-0001\x00")], "records[0]"),
+    ("record", [("fields\x00", "age")], "fields\\0"),
+])
+def test_a_nul_character_in_a_parameter_is_a_named_400_on_every_database(api, content, pairs, named):
+    """PostgreSQL refuses NUL in text and JSON; the API says which parameter holds one, and reads nothing."""
+    response = call(api, token("admin"), pairs, content=content, format="json", action="import")
+    assert response.status_code == 400
+    assert response.get_json() == {
+        "error": f'The parameter "{named}" contains a NUL character (\\0), which no value may hold.'}
+
+
 # --- record export -------------------------------------------------------------------------
 
 def test_record_export_shape(api):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 
 from app.audit.models import AuditEvent
@@ -114,3 +115,16 @@ def test_open_redirect_after_login_is_refused(demo):
     client = demo.test_client()
     response = client.post("/login?next=//evil.example/x", data={"username": "admin", "password": DEMO_PASSWORD})
     assert response.headers["Location"] == "/"
+
+
+@pytest.mark.parametrize(("path", "status"), [
+    ("/records/%00", 404),  # a record ID with NUL: was a database error (500) on PostgreSQL
+    ("/records/KMU-0001%00/enrolment/1", 404),
+    ("/records/?q=%00", 400),
+    ("/audit/?record=KMU%00", 400),
+])
+def test_a_nul_character_in_the_address_is_refused_not_a_database_error(as_user, path, status):
+    response = as_user("admin").get(path)
+    assert response.status_code == status
+    if status == 400:
+        assert "contains a NUL character" in response.get_data(as_text=True)

@@ -41,6 +41,11 @@ class Params:
 
     def __init__(self, form: MultiDict[str, str] | Mapping[str, str]) -> None:
         self._form: MultiDict[str, str] = form if isinstance(form, MultiDict) else MultiDict(form)
+        for name, value in self._form.items(multi=True):
+            if "\x00" in name or "\x00" in value:
+                # PostgreSQL cannot hold it in text or JSON: refused here, named, not as a database error.
+                shown = name.replace("\x00", "\\0")
+                raise ApiError(f'The parameter "{shown}" contains a NUL character (\\0), which no value may hold.')
 
     def text(self, name: str, default: str = "") -> str:
         """A single text parameter, stripped of surrounding white space."""
