@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import DateTime, Integer, String, Table, bindparam, insert, select, text, update
+from sqlalchemy import Integer, String, Table, bindparam, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from app.audit.models import AuditEvent, AuditHead
@@ -46,7 +46,7 @@ def _array_type(name: str) -> str:
     column_type = AUDIT_EVENT.c[name].type
     if isinstance(column_type, Integer):
         return "INTEGER[]"
-    return "TIMESTAMPTZ[]" if isinstance(column_type, DateTime | UTCDateTime) else "TEXT[]"
+    return "TIMESTAMPTZ[]" if isinstance(column_type, UTCDateTime) else "TEXT[]"
 
 
 #: PostgreSQL: a save's few rows in one statement of one array per column (psycopg 3 would

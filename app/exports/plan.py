@@ -429,7 +429,8 @@ class Plan:
         return column.role not in _RECORD_CELLS and not (column.role == Role.MISSING and column.field is None)
 
     def _form_cell(self, column: Column) -> _FormCell:
-        """A form column's cell from its (found, unsuppressed) form: one call per cell."""
+        """A form column's cell from its (found, unsuppressed) form: one call per cell, shared by
+        the whole-row writer and the cell-by-cell one."""
         name = column.field
         if column.role == Role.STATUS:
             return lambda form, data, missing, rec: (form.status, None)
@@ -468,21 +469,7 @@ class Plan:
         if role == Role.MISSING and column.field is None:  # the record's suppression marker
             return lambda rec, form, base_row: (SUPPRESSED.code, None) if rec.suppressed and base_row else BLANK
         find = self._form_finder(column)
-        name = column.field
-        value_of: Callable[[RecordView, FormRow], Cell]
-        if role == Role.STATUS:
-            value_of = lambda rec, form: (form.status, None)  # noqa: E731
-        elif role == Role.MISSING:
-            value_of = lambda rec, form: (form.missing.get(name), None)  # noqa: E731
-        else:
-            field_cell = _FIELD_CELLS[role]
-
-            def value_of(rec: RecordView, form: FormRow) -> Cell:
-                code = form.missing.get(name) if name else None
-                if code:
-                    return (None, code)
-                return field_cell(self, column, rec, form.data.get(name))
-
+        form_cell = self._form_cell(column)
         suppressible = column.field in self.suppressible
         suppressed: Cell = (SUPPRESSED.code, None) if role == Role.MISSING else (None, SUPPRESSED.code)
 
@@ -492,7 +479,7 @@ class Plan:
                 return BLANK
             if suppressible and rec.suppressed:
                 return suppressed
-            return value_of(rec, form)
+            return form_cell(form, form.data, form.missing, rec)
 
         return cell
 
