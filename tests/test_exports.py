@@ -15,6 +15,7 @@ from xml.etree import ElementTree
 
 import odmlib
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pyreadstat
 import pytest
@@ -22,11 +23,14 @@ import xmlschema
 
 from app.db import utcnow
 from app.exports.disclosure import ExportRefused
+from app.exports.formats import MissingCodes, arrow_schema, write_spss, write_stata
+from app.exports.plan import Column, Kind, Role, Table
 from app.exports.profiles import ProfileError, load_profiles
 from app.exports.pseudonyms import KEY_ENV, Pseudonymiser, PseudonymKeyError, load_key
 from app.exports.services import COMMAND_LINE, ExportJob, ExportScope
 from app.extensions import db
 from app.study import current_study
+from app.study.definition import MissingCode
 from tests.conftest import make_app
 from tests.exports_support import Bundle, add_record, export, pseudonyms
 
@@ -416,3 +420,45 @@ def test_pseudonyms_depend_on_the_key_and_the_purpose():
     assert one.subject("KMU-0001") != one.subject("KMU-0002")
     assert one.site("KMU")[1:] not in one.subject("KMU")
     assert {one.shift_days(f"KMU-{n:04d}") for n in range(1, 400)} <= set(range(1, 365))
+
+
+def test_stata_and_spss_read_columns_whose_first_hundred_rows_are_blank_or_coded(tmp_path):
+    """pyreadstat guesses an object column's type from its first 100 cells; a numeric column
+    whose early records hold only blanks and codes (a field added late, a fourth follow-up)
+    or a date column blank in its first 100 rows was taken for text and the export failed."""
+    codes = ("NR", "UNK")
+    table = Table("late", "Late fields", (
+        Column("size_mm", "Size", Kind.NUMBER, Role.VALUE, codes=codes),
+        Column("seen", "Seen", Kind.DATE, Role.VALUE),
+        Column("late_age", "Age", Kind.INTEGER, Role.AGE, codes=codes),
+    ), ())
+    n = 150
+    sizes: list[float | None] = [None] * n
+    size_codes: list[str | None] = [None] * n
+    size_codes[20], sizes[130] = "NR", 2.5
+    seen: list[date | None] = [None] * n
+    seen[140] = date(2024, 2, 29)
+    ages: list[int | None] = [None] * n
+    age_codes: list[str | None] = ["UNK"] * n
+    age_codes[149], ages[149] = None, 12
+    values_path, codes_path = tmp_path / "late.parquet", tmp_path / "late.codes.parquet"
+    pq.write_table(pa.Table.from_arrays([pa.array(sizes, pa.float64()), pa.array(seen, pa.date32()),
+                                                 pa.array(ages, pa.int64())], schema=arrow_schema(table)), values_path)
+    pq.write_table(pa.table({"size_mm": pa.array(size_codes, pa.string()),
+                                     "late_age": pa.array(age_codes, pa.string())}), codes_path)
+    missing = MissingCodes([MissingCode("NR", "Not reported"), MissingCode("UNK", "Unknown")])
+
+    write_stata(values_path, codes_path, tmp_path / "late.dta", table, missing, "Late")
+    stata = pd.read_stata(tmp_path / "late.dta", convert_missing=True, convert_dates=False)
+    assert stata.loc[130, "size_mm"] == 2.5 and stata.loc[20, "size_mm"].string == f".{missing.stata['NR']}"
+    assert stata.loc[0, "size_mm"].string == "."
+    dates = pd.read_stata(tmp_path / "late.dta")["seen"]
+    assert dates[140] == pd.Timestamp("2024-02-29") and dates.isna().sum() == n - 1
+    assert stata.loc[149, "late_age"] == 12 and stata.loc[0, "late_age"].string == f".{missing.stata['UNK']}"
+
+    write_spss(values_path, codes_path, tmp_path / "late.sav", table, missing, "Late")
+    spss, _ = pyreadstat.read_sav(tmp_path / "late.sav", user_missing=True)
+    assert spss.loc[130, "size_mm"] == 2.5 and spss.loc[20, "size_mm"] == missing.spss["NR"]
+    assert pd.isna(spss.loc[0, "size_mm"])
+    assert spss.loc[140, "seen"] == date(2024, 2, 29) and pd.isna(spss.loc[0, "seen"])
+    assert spss.loc[149, "late_age"] == 12 and spss.loc[0, "late_age"] == missing.spss["UNK"]

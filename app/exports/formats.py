@@ -1,7 +1,7 @@
 """Writers for the tabular formats: CSV (codes and labels), Parquet, Stata and SPSS.
 
 CSV and Parquet are written batch by batch while the records stream past. Stata and
-SPSS writers (pyreadstat) take a whole table at once, so they are written at the end
+SPSS writers (pyreadstat, given polars frames) take a whole table at once, so they are written at the end
 from the finished Parquet file plus a private side file of missing-data codes, one
 table at a time: typed columns, never the raw records.
 
@@ -19,8 +19,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any, TextIO
 
-import numpy as np
-import pandas as pd
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pyreadstat
@@ -162,44 +161,49 @@ class ParquetWriter:
         self._codes.close()
 
 
-def _numeric_with_codes(values: np.ndarray, codes: list[str | None] | None, encode: dict[str, Any]) -> Any:
-    """Floats with each coded cell replaced by its encoding: a Stata tag letter (the column becomes
-    objects, blanks None, as pyreadstat wants) or an SPSS sentinel number."""
-    if not codes or not any(codes):
-        return values
+def _numeric_with_codes(name: str, values: pa.ChunkedArray, codes: list[str | None] | None,
+                        encode: dict[str, Any]) -> pl.Series:
+    """Floats with each coded cell replaced by its encoding: a Stata tag letter (the column then
+    holds objects, as pyreadstat wants tags) or an SPSS sentinel number. `codes` is None for a
+    column that takes no codes."""
+    floats = pl.Series(name, values.cast(pa.float64()))
     tags = any(isinstance(v, str) for v in encode.values())
-    out = values.astype(object) if tags else values.copy()
-    if tags:
-        out[np.isnan(values)] = None
+    if codes is None or not (tags or any(codes)):
+        return floats
+    # A column that may hold tags is objects even when none is used: pyreadstat looks for its
+    # tags in it, which a float column refuses.
+    cells: list[Any] = floats.to_list()
     for i, code in enumerate(codes):
         if code:
-            out[i] = encode[code]
-    return out
+            cells[i] = encode[code]
+    return pl.Series(name, cells, dtype=pl.Object if tags else pl.Float64)
 
 
-def _frame(values_path: Path, codes_path: Path, table: Table, encode: dict[str, Any]) -> tuple[pd.DataFrame, set[str]]:
-    """The table as a DataFrame for pyreadstat, numeric codes encoded with `encode`; also the
-    names of all-blank date columns, which are stored as numbers with a date format."""
+def _frame(values_path: Path, codes_path: Path, table: Table, encode: dict[str, Any]) -> tuple[pl.DataFrame, set[str]]:
+    """The table for pyreadstat, numeric codes encoded with `encode`; also the names of all-blank
+    date columns, which are stored as numbers with a date format.
+
+    A polars frame, not pandas: pyreadstat guesses a pandas object column's type from its first
+    100 cells, and took a numeric column whose first 100 records held only codes or blanks (a
+    field the earliest cases did not report) for text, failing the export; polars columns are
+    typed, and an object column of tags is typed by its first value that is not a tag."""
     data = pq.read_table(values_path)
     codes = pq.read_table(codes_path)
-    columns: dict[str, Any] = {}
+    columns: list[pl.Series] = []
     empty_dates: set[str] = set()
     for c in table.columns:
         arrow = data.column(c.name)
         if c.kind.numeric:
-            values = arrow.to_numpy(zero_copy_only=False).astype(float)
             coded = codes.column(c.name).to_pylist() if c.name in codes.column_names else None
-            columns[c.name] = _numeric_with_codes(values, coded, encode)
+            columns.append(_numeric_with_codes(c.name, arrow, coded, encode))
+        elif c.kind in STATA_DATE_FORMATS and arrow.null_count == len(arrow):
+            columns.append(pl.Series(c.name, [None] * len(arrow), dtype=pl.Float64))
+            empty_dates.add(c.name)
         elif c.kind in STATA_DATE_FORMATS:
-            items = arrow.to_pylist()
-            if any(v is not None for v in items):
-                columns[c.name] = pd.Series(items, dtype=object)
-            else:
-                columns[c.name] = np.full(len(items), np.nan)
-                empty_dates.add(c.name)
+            columns.append(pl.Series(c.name, arrow))
         else:
-            columns[c.name] = [v if v is not None else "" for v in arrow.to_pylist()]
-    return pd.DataFrame(columns, index=range(data.num_rows)), empty_dates
+            columns.append(pl.Series(c.name, arrow.fill_null("")))
+    return pl.DataFrame(columns, height=data.num_rows), empty_dates
 
 
 def _choice_labels(column: Column) -> dict[Any, str]:
