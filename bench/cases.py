@@ -349,7 +349,7 @@ def _csv_tables(job: ExportJob, out: Path) -> None:
     for batch in iter_batches(db.session, job.scope.site_ids, job.instruments):
         views = [job.preparer.view(rec) for rec in batch]
         for table in job.plan.tables:
-            writers[table.name].write([row for view in views for row in job.plan.rows(table, view)])
+            writers[table.name].write(job.plan.block(table, views))
     for writer in writers.values():
         writer.close()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 from app.errors import CasebookError
@@ -20,6 +21,9 @@ from app.exports.source import FormRow
 from app.logic import evaluate, is_true, referenced_fields
 from app.study.definition import MissingCode, Study
 
+#: How many distinct inputs of the exempt rule are remembered (a rule over a free-text field
+#: would otherwise remember one per record).
+EXEMPT_MEMORY = 4096
 #: The code a suppressed cell carries, so that it is never mistaken for a blank or a value.
 SUPPRESSED = MissingCode("SUPP", "Suppressed (disclosure control)")
 
@@ -83,25 +87,47 @@ class DisclosureCheck:
         self._counts: Counter[tuple[str, ...]] = Counter()
         self._exempt = 0
         self._exported: Counter[tuple[str, ...]] = Counter()
-        self.instruments = frozenset(
-            study.field(name).instrument
-            for name in rule.fields | _exempt_fields(rule)
-        )
+        exempt_fields = _exempt_fields(rule)
+        #: (field, its form's instrument) for every field the check reads.
+        self._read = tuple((name, study.field(name).instrument) for name in sorted(rule.fields | exempt_fields))
+        self.instruments = frozenset(instrument for _, instrument in self._read)
+        self._exempt_fields = tuple(sorted(exempt_fields))
+        #: Whether the exempt rule holds, by the values it reads: the census and the export ask
+        #: once per record, and those values repeat. One day for both passes.
+        self._exempt_by_reads: dict[tuple[Any, ...], bool] = {}
+        self._today = date.today()
 
     def _scope(self, forms: Forms) -> dict[str, Any]:
+        """The fields the check reads: a field's code, else its value (absent: blank)."""
         scope: dict[str, Any] = {}
-        for form in forms.values():
-            if form.instance == 1 and form.instrument in self.instruments:
-                scope.update(form.data)
-                scope.update(form.missing)
+        for name, instrument in self._read:
+            form = forms.get((instrument, 1))
+            if form is not None:
+                value = form.missing.get(name) if form.missing else None
+                if value is None:
+                    value = form.data.get(name)
+                if value is not None:
+                    scope[name] = value
         return scope
+
+    def _is_exempt(self, scope: dict[str, Any]) -> bool:
+        tree = self.rule.exempt_tree
+        if tree is None:
+            return False
+        reads = tuple(_hashable(scope.get(name)) for name in self._exempt_fields)
+        exempt = self._exempt_by_reads.get(reads)
+        if exempt is None:
+            exempt = is_true(evaluate(tree, scope, self.study.missing_code_values, self._today))
+            if len(self._exempt_by_reads) < EXEMPT_MEMORY:
+                self._exempt_by_reads[reads] = exempt
+        return exempt
 
     def key(self, site_code: str, forms: Forms) -> tuple[str, ...] | None:
         """The record's combination, or None for an exempt record (public already)."""
         scope = self._scope(forms)
-        codes = self.study.missing_code_values
-        if self.rule.exempt_tree is not None and is_true(evaluate(self.rule.exempt_tree, scope, codes)):
+        if self._is_exempt(scope):
             return None
+        codes = self.study.missing_code_values
         parts = []
         for qi in self.rule.quasi_identifiers:
             if qi.field is None:
@@ -162,6 +188,10 @@ class DisclosureCheck:
         if any(n < self.rule.k for n in self._exported.values()):
             raise ExportRefused("The records changed while the export was being made, so nothing was "
                                 "exported. Please export again.")
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
 
 
 def _exempt_fields(rule: DisclosureRule) -> frozenset[str]:

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable, Iterable, Sequence
-from operator import itemgetter
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -24,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pyreadstat
 
-from app.exports.plan import Cell, Column, Kind, Table
+from app.exports.plan import Block, Column, Kind, Table
 from app.study.definition import MissingCode
 from app.study.fieldtypes import format_number
 
@@ -43,9 +42,6 @@ ARROW_TYPES = {
 }
 STATA_DATE_FORMATS = {Kind.DATE: "%td", Kind.DATETIME: "%tc"}
 
-Row = Sequence[Cell]
-#: A cell's value (its code goes to the companion column).
-_VALUE = itemgetter(0)
 
 
 def escape_formula(text: str) -> str:
@@ -100,17 +96,13 @@ class CsvWriter:
             return _raw(column.kind)
         return lambda value: escape_formula(column.label_of(value) or str(value))
 
-    def write(self, rows: Iterable[Row]) -> None:
-        convert = self._convert
-        out = []
-        for row in rows:
-            values = list(map(_VALUE, row))
-            for index, fn in convert:
-                value = values[index]
-                if value is not None:
-                    values[index] = fn(value)
-            out.append(values)
-        self._writer.writerows(out)
+    def write(self, block: Block) -> None:
+        columns = block.values
+        if self._convert:
+            columns = list(columns)
+            for index, fn in self._convert:
+                columns[index] = [None if value is None else fn(value) for value in columns[index]]
+        self._writer.writerows(zip(*columns, strict=True))
 
     def close(self) -> None:
         self._file.close()
@@ -148,12 +140,13 @@ class ParquetWriter:
         self._codes_schema = pa.schema([pa.field(table.columns[i].name, pa.string()) for i in self._coded])
         self._codes = pq.ParquetWriter(codes_path, self._codes_schema)
 
-    def write(self, rows: Sequence[Row]) -> None:
-        if not rows:
+    def write(self, block: Block) -> None:
+        if not block.size:
             return
-        arrays = [pa.array([row[i][0] for row in rows], type=field.type) for i, field in enumerate(self._schema)]
+        arrays = [pa.array(values, type=field.type) for values, field in zip(block.values, self._schema, strict=True)]
         self._writer.write_table(pa.Table.from_arrays(arrays, schema=self._schema))
-        codes = [pa.array([row[i][1] for row in rows], type=pa.string()) for i in self._coded]
+        codes = [pa.nulls(block.size, pa.string()) if block.codes[i] is None else pa.array(block.codes[i], pa.string())
+                 for i in self._coded]
         self._codes.write_table(pa.Table.from_arrays(codes, schema=self._codes_schema))
 
     def close(self) -> None:

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import hashlib
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import datetime, timedelta
+from itertools import repeat
+from operator import attrgetter
 from typing import Any
 
 from app.exports.disclosure import SUPPRESSED
@@ -122,7 +125,8 @@ class RecordView:
     forms: dict[tuple[str, int], FormRow]
     day0: datetime | None = None
     day0_source: str | None = None
-    birth: date | None = None
+    #: Midnight of the date of birth.
+    birth: datetime | None = None
     birth_code: str | None = None
     shift: int = 0
     suppressed: bool = False
@@ -139,35 +143,82 @@ def fit_name(base: str, suffix: str = "") -> str:
 
 def parse_moment(value: Any) -> datetime | None:
     """A stored date ('YYYY-MM-DD') or date-time ('YYYY-MM-DD HH:MM') as a datetime."""
-    if not isinstance(value, str) or not value:
-        return None
+    return _parse_text(value) if isinstance(value, str) else None
+
+
+@functools.lru_cache(maxsize=8192)
+def _parse_text(text: str) -> datetime | None:
+    """Remembered: a registry's dates repeat (a few thousand days), an export parses millions."""
     try:
-        return datetime.fromisoformat(value)
+        return datetime.fromisoformat(text) if text else None
     except ValueError:
         return None
 
 
-def _days(later: datetime, earlier: datetime, whole: bool) -> int | float:
-    delta = later - earlier
-    return delta.days if whole else delta.total_seconds() / SECONDS_PER_DAY
+#: A column's cells for a batch of rows: the values, and apart the codes (None: no cell has one).
+Values = tuple[list[Any], list[str | None] | None]
 
 
-#: Computes one column's cell from (prepared record, the row's form instance, whether it is the record's own row).
-CellWriter = Callable[["RecordView", FormRow | None, bool], Cell]
-#: The same for a whole row.
-RowWriter = Callable[["RecordView", FormRow | None, bool], list[Cell]]
-#: A form column's cell from its form (the row, its values, its missing-data codes) and the record.
-_FormCell = Callable[[FormRow, dict[str, Any], dict[str, str], "RecordView"], Cell]
+@dataclass(frozen=True, slots=True)
+class Block:
+    """A batch of one table's rows held column by column, as the writers consume them: computing
+    a column at a time does each column's choices once per batch, not once per cell."""
+
+    size: int
+    values: list[list[Any]]
+    codes: list[list[str | None] | None]
+
+    def rows(self) -> list[list[Cell]]:
+        """Row by row, each cell `(value, code)`."""
+        blanks = [None] * self.size
+        columns = [zip(values, blanks if codes is None else codes, strict=True)
+                   for values, codes in zip(self.values, self.codes, strict=True)]
+        return [list(row) for row in zip(*columns, strict=True)]
+
+
+@dataclass(frozen=True, slots=True)
+class _Rows:
+    """Who each row of a batch is: its record, the form instance it stands for (repeat tables,
+    long rows; else None) and whether it is the record's own row."""
+
+    recs: Sequence[RecordView]
+    forms: Sequence[FormRow | None]
+    base: Sequence[bool]
+
+
+@dataclass(frozen=True, slots=True)
+class _Found:
+    """The form instance some columns read in each row, and the rows where codes replace values."""
+
+    forms: list[FormRow | None]
+    #: Each found form's values (none where no form is found).
+    datas: list[dict[str, Any]]
+    #: Rows whose form holds missing-data codes (most forms hold none).
+    coded: list[int]
+    #: Rows whose record's quasi-identifiers are suppressed (empty unless a column may be).
+    suppressed: list[int]
+
+    def values(self, name: str | None) -> list[Any]:
+        """The field's stored value in each row (None: blank or no form)."""
+        return list(map(dict.get, self.datas, repeat(name)))
+
+
+_NO_DATA: dict[str, Any] = {}
+
+
+#: Which form instance each row of a batch reads.
+_Finder = Callable[[_Rows], list[FormRow | None]]
+#: A column's cells for a batch: from the rows, and for form columns from the forms found.
+_ColumnFn = Callable[[_Rows, "_Found | None"], Values]
 
 
 @dataclass(slots=True)
 class _Part:
-    """Consecutive columns of a table that read the same form instance (key None: one record column)."""
+    """Consecutive columns of a table that read the same form instance (finder None: record columns)."""
 
     key: tuple[Any, ...] | None
-    find: Callable[[RecordView, FormRow | None, bool], FormRow | None] | None
-    cells: list[CellWriter] = dataclasses.field(default_factory=list)
-    form_cells: list[_FormCell] = dataclasses.field(default_factory=list)
+    find: _Finder | None
+    columns: list[_ColumnFn] = dataclasses.field(default_factory=list)
     suppressible: bool = False
 
 
@@ -187,8 +238,8 @@ class Plan:
         self.instrument_columns = {inst.name: self._instrument_columns(inst) for inst in self.instruments}
         self.tables = self._tables(repeat_counts or {})
         self._check_names()
-        self._compiled: dict[Column, CellWriter] = {}
-        self._compiled_tables: dict[str, RowWriter] = {}
+        self._compiled: dict[Column, _ColumnFn] = {}
+        self._compiled_tables: dict[str, list[_Part]] = {}
 
     # -- columns -------------------------------------------------------------------------------
 
@@ -365,123 +416,144 @@ class Plan:
 
     # -- cells ---------------------------------------------------------------------------------
 
-    def rows(self, table: Table, rec: RecordView) -> Iterator[list[Cell]]:
-        """The table's rows for one record."""
-        row = self._table_row(table)
-        if table.instrument is not None:
-            for form in _instances(rec, table.instrument):
-                yield row(rec, form, True)
-            return
-        yield row(rec, None, True)
-        if table.long:
-            for inst in self.instruments:
-                if inst.repeatable:
-                    for form in _instances(rec, inst.name):
-                        yield row(rec, form, False)
+    def block(self, table: Table, views: Sequence[RecordView]) -> Block:
+        """The table's rows for a batch of records, column by column."""
+        parts = self._compiled_tables.get(table.name)
+        if parts is None:
+            parts = self._compiled_tables[table.name] = self._compile_table(table)
+        rows = self._rows(table, views)
+        values: list[list[Any]] = []
+        codes: list[list[str | None] | None] = []
+        for part in parts:
+            found = None if part.find is None else _found(part.find(rows), rows, part.suppressible)
+            for column in part.columns:
+                column_values, column_codes = column(rows, found)
+                values.append(column_values)
+                codes.append(column_codes)
+        return Block(len(rows.recs), values, codes)
 
     def cell(self, column: Column, rec: RecordView, row_form: FormRow | None, *, base_row: bool = True) -> Cell:
         """One cell; `row_form` is the form instance the row stands for (repeat tables, long rows)."""
-        return self._cell_of(column)(rec, row_form, base_row)
+        rows = _Rows((rec,), (row_form,), (base_row,))
+        find = self._form_finder(column) if self._reads_form(column) else None
+        found = None if find is None else _found(find(rows), rows, column.field in self.suppressible)
+        values, codes = self._column(column)(rows, found)
+        return (values[0], codes[0] if codes else None)
 
-    def _table_row(self, table: Table) -> RowWriter:
-        row = self._compiled_tables.get(table.name)
-        if row is None:
-            row = self._compiled_tables[table.name] = self._compile_row(table)
-        return row
+    def _rows(self, table: Table, views: Sequence[RecordView]) -> _Rows:
+        if table.instrument is not None:
+            recs: list[RecordView] = []
+            forms: list[FormRow | None] = []
+            for rec in views:
+                for form in _instances(rec, table.instrument):
+                    recs.append(rec)
+                    forms.append(form)
+            return _Rows(recs, forms, [True] * len(recs))
+        if not table.long:
+            return _Rows(views, [None] * len(views), [True] * len(views))
+        recs, forms, base = [], [], []
+        for rec in views:
+            recs.append(rec)
+            forms.append(None)
+            base.append(True)
+            for inst in self.instruments:
+                if inst.repeatable:
+                    for form in _instances(rec, inst.name):
+                        recs.append(rec)
+                        forms.append(form)
+                        base.append(False)
+        return _Rows(recs, forms, base)
 
-    def _compile_row(self, table: Table) -> RowWriter:
-        """The function computing a whole row of `table`. Consecutive columns that read the same
-        form instance are one part: the form is found once per row, not once per cell, and a
-        missing form is a run of blanks. A suppressed record's parts go cell by cell."""
+    def _compile_table(self, table: Table) -> list[_Part]:
+        """The table's columns grouped into parts: consecutive columns that read the same form
+        instance find it once per row, not once per cell."""
         parts: list[_Part] = []
         for column in table.columns:
             key = self._finder_key(column) if self._reads_form(column) else None
             if key is None or not parts or parts[-1].key != key:
                 parts.append(_Part(key, self._form_finder(column) if key is not None else None))
             part = parts[-1]
-            part.cells.append(self._cell_of(column))
-            if key is not None:
-                part.form_cells.append(self._form_cell(column))
-                part.suppressible = part.suppressible or column.field in self.suppressible
-        compiled = [(p.find, p.cells, p.form_cells, (BLANK,) * len(p.cells), p.suppressible) for p in parts]
-
-        def row(rec: RecordView, row_form: FormRow | None, base_row: bool) -> list[Cell]:
-            out: list[Cell] = []
-            for find, cells, form_cells, blanks, suppressible in compiled:
-                if find is None:
-                    out.append(cells[0](rec, row_form, base_row))
-                    continue
-                form = find(rec, row_form, base_row)
-                if form is None:
-                    out += blanks
-                elif suppressible and rec.suppressed:
-                    out += [cell(rec, row_form, base_row) for cell in cells]
-                else:
-                    data, missing = form.data, form.missing
-                    out += [cell(form, data, missing, rec) for cell in form_cells]
-            return out
-
-        return row
+            part.columns.append(self._column(column))
+            part.suppressible = part.suppressible or column.field in self.suppressible
+        return parts
 
     @staticmethod
     def _reads_form(column: Column) -> bool:
         """False for the record's own columns (key, site, day 0, markers, the site's companion)."""
         return column.role not in _RECORD_CELLS and not (column.role == Role.MISSING and column.field is None)
 
-    def _form_cell(self, column: Column) -> _FormCell:
-        """A form column's cell from its (found, unsuppressed) form: one call per cell, shared by
-        the whole-row writer and the cell-by-cell one."""
-        name = column.field
-        if column.role == Role.STATUS:
-            return lambda form, data, missing, rec: (form.status, None)
-        if column.role == Role.MISSING:
-            return lambda form, data, missing, rec: (missing.get(name), None) if missing else BLANK
-        field_cell = _FIELD_CELLS[column.role]
-        convert = _CONVERTERS.get(column.kind) if column.role == Role.VALUE else None
+    def _column(self, column: Column) -> _ColumnFn:
+        fn = self._compiled.get(column)
+        if fn is None:
+            fn = self._compiled[column] = self._compile(column)
+        return fn
 
-        def cell(form: FormRow, data: dict[str, Any], missing: dict[str, str], rec: RecordView) -> Cell:
-            if missing:
-                code = missing.get(name)
-                if code:
-                    return (None, code)
-            value = data.get(name)
-            if convert is not None:
-                return BLANK if value is None else (convert(value), None)
-            return field_cell(self, column, rec, value)
-
-        return cell
-
-    def _cell_of(self, column: Column) -> CellWriter:
-        cell = self._compiled.get(column)
-        if cell is None:
-            cell = self._compiled[column] = self._compile(column)
-        return cell
-
-    def _compile(self, column: Column) -> CellWriter:
-        """The function computing `column`'s cell, with every choice that depends only on the column
-        (its role, which form it reads, suppression) made once: an export computes millions of cells."""
+    def _compile(self, column: Column) -> _ColumnFn:
+        """The function computing `column`'s cells for a batch, with every choice that depends only
+        on the column (its role, which form it reads, suppression) made once."""
         role = column.role
-        if role in _RECORD_CELLS:
-            record_cell = _RECORD_CELLS[role]
-            if role in (Role.SITE, Role.DAY0):  # the record's own row only, not its long instance rows
-                return lambda rec, form, base_row: record_cell(self, column, rec, form) if base_row else BLANK
-            return lambda rec, form, base_row: record_cell(self, column, rec, form)
-        if role == Role.MISSING and column.field is None:  # the record's suppression marker
-            return lambda rec, form, base_row: (SUPPRESSED.code, None) if rec.suppressed and base_row else BLANK
-        find = self._form_finder(column)
-        form_cell = self._form_cell(column)
-        suppressible = column.field in self.suppressible
-        suppressed: Cell = (SUPPRESSED.code, None) if role == Role.MISSING else (None, SUPPRESSED.code)
+        if not self._reads_form(column):
+            return self._record_column(column)
+        plain = self._plain_values(column)
+        if role == Role.STATUS:  # a form's status is never coded nor suppressed
+            return lambda rows, found: plain(found, rows)  # type: ignore[arg-type]
+        name = column.field
+        companion = role == Role.MISSING
+        suppressible = name in self.suppressible
 
-        def cell(rec: RecordView, row_form: FormRow | None, base_row: bool) -> Cell:
-            form = find(rec, row_form, base_row)
-            if form is None:
-                return BLANK
-            if suppressible and rec.suppressed:
-                return suppressed
-            return form_cell(form, form.data, form.missing, rec)
+        def values(rows: _Rows, found: _Found | None) -> Values:
+            assert found is not None
+            cells, codes = plain(found, rows)
+            for i in found.coded:
+                code = found.forms[i].missing.get(name)  # type: ignore[union-attr]
+                if companion:
+                    cells[i] = code
+                elif code:
+                    cells[i] = None
+                    codes = codes or [None] * len(cells)
+                    codes[i] = code
+            if suppressible:
+                for i in found.suppressed:
+                    if companion:
+                        cells[i] = SUPPRESSED.code
+                    else:
+                        cells[i] = None
+                        codes = codes or [None] * len(cells)
+                        codes[i] = SUPPRESSED.code
+            return cells, codes
 
-        return cell
+        return values
+
+    def _plain_values(self, column: Column) -> Callable[[_Found, _Rows], Values]:
+        """A form column's cells where no code applies (the caller puts the codes in): a blank
+        where the row has no such form, else what the form's value becomes in this column."""
+        name = column.field
+        role = column.role
+        if role == Role.STATUS:
+            return lambda found, rows: ([None if f is None else f.status for f in found.forms], None)
+        if role == Role.MISSING:
+            return lambda found, rows: ([None] * len(found.forms), None)
+        if role == Role.CHOICE:
+            choice = column.choice
+            return lambda found, rows: ([
+                None if f is None else 1 if isinstance(v, list) and choice in v else 0
+                for f, v in zip(found.forms, found.values(name), strict=True)], None)
+        convert = _CONVERTERS.get(column.kind) if role == Role.VALUE else None
+        if convert is not None:
+            return lambda found, rows: ([None if v is None else convert(v) for v in found.values(name)], None)
+        return _date_column(column)
+
+    def _record_column(self, column: Column) -> _ColumnFn:
+        """The record's own columns: key, site, day 0, the long layout's markers, the suppression marker."""
+        role = column.role
+        if role == Role.MISSING:  # the record's suppression marker (the site's companion)
+            return lambda rows, found: ([SUPPRESSED.code if rec.suppressed and base else None
+                                         for rec, base in zip(rows.recs, rows.base, strict=True)], None)
+        record_cell = _RECORD_CELLS[role]
+        own_row_only = role in (Role.SITE, Role.DAY0)  # not on the long layout's instance rows
+        return lambda rows, found: _split([
+            record_cell(self, column, rec, form) if base or not own_row_only else BLANK
+            for rec, form, base in zip(rows.recs, rows.forms, rows.base, strict=True)])
 
     def _finder_key(self, column: Column) -> tuple[Any, ...]:
         """Columns with equal keys read the same form instance of a row (see `_form_finder`)."""
@@ -491,18 +563,30 @@ class Plan:
             return ("row", column.instrument)
         return ("single", column.instrument)
 
-    def _form_finder(self, column: Column) -> Callable[[RecordView, FormRow | None, bool], FormRow | None]:
+    def _form_finder(self, column: Column) -> _Finder:
         """Which form instance a column reads: a fixed instance (wide `_1`, `_2` columns), the row's
         own instance (repeat tables, long rows), or the record's single form (its own row only)."""
         instrument = column.instrument
         if column.instance is not None:
             key = (instrument, column.instance)
-            return lambda rec, row_form, base_row: rec.forms.get(key)
+            return lambda rows: [rec.forms.get(key) for rec in rows.recs]
         if instrument in self._repeatable:
-            return lambda rec, row_form, base_row: (
-                row_form if row_form is not None and row_form.instrument == instrument else None)
+            return lambda rows: [f if f is not None and f.instrument == instrument else None for f in rows.forms]
         single = (instrument, 1)
-        return lambda rec, row_form, base_row: rec.forms.get(single) if base_row else None
+        return lambda rows: [rec.forms.get(single) if base else None
+                             for rec, base in zip(rows.recs, rows.base, strict=True)]
+
+
+def _found(forms: list[FormRow | None], rows: _Rows, suppressible: bool) -> _Found:
+    coded = [i for i, f in enumerate(forms) if f is not None and f.missing]
+    suppressed = [i for i, f in enumerate(forms) if f is not None and rows.recs[i].suppressed] if suppressible else []
+    return _Found(forms, [_NO_DATA if f is None else f.data for f in forms], coded, suppressed)
+
+
+def _split(cells: list[Cell]) -> Values:
+    """Cells into values and codes (None when no cell has a code)."""
+    values = [value for value, _ in cells]
+    return values, ([code for _, code in cells] if any(code for _, code in cells) else None)
 
 
 def _instances(rec: RecordView, instrument: str) -> list[FormRow]:
@@ -533,60 +617,59 @@ def _text(value: Any) -> str:
     return ",".join(value) if isinstance(value, list) else str(value)
 
 
-#: A stored value as a cell's value, by column kind (dates: `_value_cell`).
+#: A stored value as a cell's value, by column kind (dates: `_date_column`).
 _CONVERTERS: dict[Kind, Callable[[Any], Any]] = {Kind.INTEGER: int, Kind.NUMBER: float, Kind.STRING: _text}
 
 
-def _value_cell(plan: Plan, column: Column, rec: RecordView, value: Any) -> Cell:
-    if value is None:
-        return BLANK
-    convert = _CONVERTERS.get(column.kind)
-    if convert is not None:
-        return (convert(value), None)
-    moment = parse_moment(value)
-    return (None if moment is None else (moment.date() if column.kind == Kind.DATE else moment), None)
+def _moments(found: _Found, name: str | None) -> list[datetime | None]:
+    """The field's value in each row as a datetime (None: no form, blank or not a date)."""
+    parse = _parse_text
+    return [parse(v) if v.__class__ is str else None for v in found.values(name)]
 
 
-def _choice_cell(plan: Plan, column: Column, rec: RecordView, value: Any) -> Cell:
-    return (1 if isinstance(value, list) and column.choice in value else 0, None)
+def _span(whole: bool) -> Callable[[timedelta], int | float]:
+    """Days in an interval: whole days for a date, a fraction of a day for a date-time."""
+    return _WHOLE_DAYS if whole else lambda delta: delta.total_seconds() / SECONDS_PER_DAY
 
 
-def _day_cell(plan: Plan, column: Column, rec: RecordView, value: Any) -> Cell:
-    moment = parse_moment(value)
-    if moment is None or rec.day0 is None:
-        return BLANK
-    return (_days(moment, rec.day0, column.kind == Kind.INTEGER), None)
+_WHOLE_DAYS: Callable[[timedelta], int] = attrgetter("days")
 
 
-def _shifted_cell(plan: Plan, column: Column, rec: RecordView, value: Any) -> Cell:
-    moment = parse_moment(value)
-    if moment is None:
-        return BLANK
-    moved = moment - timedelta(days=rec.shift)
-    return (moved.date() if column.kind == Kind.DATE else moved, None)
+def _date_column(column: Column) -> Callable[[_Found, _Rows], Values]:
+    """A column computed from a date or date-time field: the date itself (kept or shifted), its
+    days from day 0, or the age in days at it (coded with the birth date's code when that is)."""
+    name, role = column.field, column.role
+    as_date = column.kind == Kind.DATE
+    span = _span(column.kind == Kind.INTEGER)
+    if role == Role.VALUE:
+        return lambda found, rows: ([m.date() if as_date and m is not None else m
+                                     for m in _moments(found, name)], None)
+    if role == Role.SHIFTED:
+        def shifted(found: _Found, rows: _Rows) -> Values:
+            moved = [None if m is None else m - timedelta(days=rec.shift)
+                     for m, rec in zip(_moments(found, name), rows.recs, strict=True)]
+            return [None if m is None else m.date() for m in moved] if as_date else moved, None
+        return shifted
+    if role == Role.DAY:
+        return lambda found, rows: ([
+            None if m is None or rec.day0 is None else span(m - rec.day0)
+            for m, rec in zip(_moments(found, name), rows.recs, strict=True)], None)
+
+    def age(found: _Found, rows: _Rows) -> Values:
+        moments = _moments(found, name)
+        values = [None if m is None or rec.birth is None else span(m - rec.birth)
+                  for m, rec in zip(moments, rows.recs, strict=True)]
+        codes = [rec.birth_code if m is not None and rec.birth is None else None
+                 for m, rec in zip(moments, rows.recs, strict=True)]
+        return values, codes if any(codes) else None
+
+    return age
 
 
-def _age_cell(plan: Plan, column: Column, rec: RecordView, value: Any) -> Cell:
-    moment = parse_moment(value)
-    if moment is None:
-        return BLANK
-    if rec.birth is None:
-        return (None, rec.birth_code)
-    return (_days(moment, datetime.combine(rec.birth, time()), column.kind == Kind.INTEGER), None)
-
-
-CellFn = Callable[[Plan, Column, RecordView, Any], Cell]
 _RECORD_CELLS: dict[Role, Callable[[Plan, Column, RecordView, FormRow | None], Cell]] = {
     Role.KEY: _key_cell,
     Role.SITE: _site_cell,
     Role.DAY0: _day0_cell,
     Role.REPEAT_INSTRUMENT: _repeat_instrument_cell,
     Role.INSTANCE: _instance_cell,
-}
-_FIELD_CELLS: dict[Role, CellFn] = {
-    Role.VALUE: _value_cell,
-    Role.CHOICE: _choice_cell,
-    Role.DAY: _day_cell,
-    Role.SHIFTED: _shifted_cell,
-    Role.AGE: _age_cell,
 }

@@ -44,7 +44,7 @@ class Preparer:
             form = rec.forms.get((self._instrument_of[p.dates.age_from], 1))
             if form is not None:
                 moment = parse_moment(form.data.get(p.dates.age_from))
-                view.birth = moment.date() if moment else None
+                view.birth = _midnight(moment) if moment else None
                 view.birth_code = form.missing.get(p.dates.age_from)
         return view
 

@@ -226,9 +226,8 @@ class ExportJob:
         rows: list[list[str]] = []
         if not self.refused:
             batch = next(iter_batches(self.session, self.scope.site_ids, self.instruments, batch_size=limit), [])
-            for rec in batch:
-                for row in self.plan.rows(table, self.preparer.view(rec)):
-                    rows.append([_shown(c, cell) for c, cell in zip(table.columns, row, strict=True)])
+            for row in self.plan.block(table, [self.preparer.view(rec) for rec in batch]).rows():
+                rows.append([_shown(c, cell) for c, cell in zip(table.columns, row, strict=True)])
         counts: Counter[str] = Counter()
         for code, n in site_counts(self.session, self.scope.site_ids):
             counts[self._site_name(code)] += n
@@ -336,10 +335,10 @@ class _Bundle:
 
     def add(self, views: list[Any]) -> None:
         for table in self.plan.tables:
-            rows = [row for rec in views for row in self.plan.rows(table, rec)]
+            block = self.plan.block(table, views)
             for writer in self.writers[table.name]:
-                writer.write(rows)
-            self.rows[table.name] += len(rows)
+                writer.write(block)
+            self.rows[table.name] += block.size
         self.odm.write(views)
 
     def finish(self) -> None:
