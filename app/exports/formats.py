@@ -114,6 +114,8 @@ def _raw(kind: Kind) -> Callable[[Any], str] | None:
         return None
     if kind == Kind.STRING:  # the commonest, and render's last branch: skip the others
         return lambda value: escape_formula(str(value))
+    if kind == Kind.NUMBER:  # numbers are ints or floats, which format_number takes as render does
+        return format_number
     return lambda value: render(kind, value)
 
 

@@ -158,7 +158,7 @@ class OdmWriter:
             parts.append(f'<SiteRef LocationOID={_attr("LOC." + site)}/>')
         parts.append(f'<StudyEventData StudyEventOID="{STUDY_EVENT_OID}">')
         for inst in self.plan.instruments:
-            forms = sorted((f for (name, _), f in rec.forms.items() if name == inst.name), key=lambda f: f.instance)
+            forms = rec.instances.get(inst.name, [])
             if forms:
                 parts.append(f'<FormData FormOID={_attr("F." + inst.name)}>')
                 parts += [self._group(inst.name, self.items[inst.name], rec, form, inst.repeatable) for form in forms]

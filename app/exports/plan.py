@@ -123,6 +123,8 @@ class RecordView:
     key: str
     site: str | None
     forms: dict[tuple[str, int], FormRow]
+    #: The same forms by instrument, in instance order.
+    instances: dict[str, list[FormRow]]
     day0: datetime | None = None
     day0_source: str | None = None
     #: Midnight of the date of birth.
@@ -193,14 +195,19 @@ class _Found:
     forms: list[FormRow | None]
     #: Each found form's values (none where no form is found).
     datas: list[dict[str, Any]]
-    #: Rows whose form holds missing-data codes (most forms hold none).
-    coded: list[int]
+    #: By field: the rows whose form holds a missing-data code for it, and the code.
+    coded: dict[str, list[tuple[int, str]]]
     #: Rows whose record's quasi-identifiers are suppressed (empty unless a column may be).
     suppressed: list[int]
+    by_field: dict[str | None, list[Any]] = dataclasses.field(default_factory=dict)
 
     def values(self, name: str | None) -> list[Any]:
-        """The field's stored value in each row (None: blank or no form)."""
-        return list(map(dict.get, self.datas, repeat(name)))
+        """The field's stored value in each row (None: blank or no form); the list is shared by
+        the field's columns (a date's day and age), which only read it."""
+        found = self.by_field.get(name)
+        if found is None:
+            found = self.by_field[name] = list(map(dict.get, self.datas, repeat(name)))
+        return found
 
 
 _NO_DATA: dict[str, Any] = {}
@@ -445,7 +452,7 @@ class Plan:
             recs: list[RecordView] = []
             forms: list[FormRow | None] = []
             for rec in views:
-                for form in _instances(rec, table.instrument):
+                for form in rec.instances.get(table.instrument, ()):
                     recs.append(rec)
                     forms.append(form)
             return _Rows(recs, forms, [True] * len(recs))
@@ -458,7 +465,7 @@ class Plan:
             base.append(True)
             for inst in self.instruments:
                 if inst.repeatable:
-                    for form in _instances(rec, inst.name):
+                    for form in rec.instances.get(inst.name, ()):
                         recs.append(rec)
                         forms.append(form)
                         base.append(False)
@@ -504,11 +511,10 @@ class Plan:
         def values(rows: _Rows, found: _Found | None) -> Values:
             assert found is not None
             cells, codes = plain(found, rows)
-            for i in found.coded:
-                code = found.forms[i].missing.get(name)  # type: ignore[union-attr]
+            for i, code in found.coded.get(name, ()):  # type: ignore[arg-type]
                 if companion:
                     cells[i] = code
-                elif code:
+                else:
                     cells[i] = None
                     codes = codes or [None] * len(cells)
                     codes[i] = code
@@ -578,7 +584,11 @@ class Plan:
 
 
 def _found(forms: list[FormRow | None], rows: _Rows, suppressible: bool) -> _Found:
-    coded = [i for i, f in enumerate(forms) if f is not None and f.missing]
+    coded: dict[str, list[tuple[int, str]]] = {}
+    for i, f in enumerate(forms):
+        if f is not None and f.missing:
+            for name, code in f.missing.items():
+                coded.setdefault(name, []).append((i, code))
     suppressed = [i for i, f in enumerate(forms) if f is not None and rows.recs[i].suppressed] if suppressible else []
     return _Found(forms, [_NO_DATA if f is None else f.data for f in forms], coded, suppressed)
 
@@ -587,10 +597,6 @@ def _split(cells: list[Cell]) -> Values:
     """Cells into values and codes (None when no cell has a code)."""
     values = [value for value, _ in cells]
     return values, ([code for _, code in cells] if any(code for _, code in cells) else None)
-
-
-def _instances(rec: RecordView, instrument: str) -> list[FormRow]:
-    return sorted((f for (name, _), f in rec.forms.items() if name == instrument), key=lambda f: f.instance)
 
 
 def _key_cell(plan: Plan, column: Column, rec: RecordView, form: FormRow | None) -> Cell:

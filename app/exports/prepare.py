@@ -34,6 +34,7 @@ class Preparer:
             key=self.pseudonyms.subject(rec.label) if p.record_id == "pseudonym" else rec.label,
             site=site,
             forms=rec.forms,
+            instances=rec.instances,
             suppressed=self.check is not None and self.check.suppressed(rec.site_code, rec.forms),
         )
         if p.dates.mode == "relative":
@@ -49,8 +50,7 @@ class Preparer:
         return view
 
     def _moments(self, rec: SourceRecord, name: str) -> list[datetime]:
-        instrument = self._instrument_of[name]
-        found = (parse_moment(form.data.get(name)) for (inst, _), form in rec.forms.items() if inst == instrument)
+        found = (parse_moment(form.data.get(name)) for form in rec.instances.get(self._instrument_of[name], ()))
         return [m for m in found if m is not None]
 
     def _day0(self, rec: SourceRecord) -> tuple[datetime | None, str | None]:

@@ -49,6 +49,8 @@ class SourceRecord:
     label: str
     site_code: str
     forms: dict[tuple[str, int], FormRow] = field(default_factory=dict)
+    #: The same forms by instrument, in instance order.
+    instances: dict[str, list[FormRow]] = field(default_factory=dict)
 
 
 def _live(stmt: Select, site_ids: Collection[int] | None) -> Select:
@@ -80,11 +82,18 @@ def iter_batches(
                 select(FormInstance.record_id, FormInstance.instrument, FormInstance.instance,
                        DATA_TEXT, MISSING_TEXT, FormInstance.status)
                 .where(FormInstance.record_id.in_(list(batch)), FormInstance.instrument.in_(list(instruments)))
+                # Instances in order; the unique index's order, so SQLite does not sort.
+                .order_by(FormInstance.record_id, FormInstance.instrument, FormInstance.instance)
             )
+            loads, new = orjson.loads, tuple.__new__
             for record_id, instrument, instance, data, missing, status in rows.all():
-                batch[record_id].forms[(instrument, instance)] = FormRow(
-                    instrument, instance, stored_json(data), stored_json(missing), status
-                )
+                # This loop runs once per form of the export: stored_json inlined, and the
+                # FormRow made as the tuple it is, without NamedTuple's Python-level __new__.
+                form = new(FormRow, (instrument, instance, loads(data) if data != "{}" else {},
+                                     loads(missing) if missing != "{}" else {}, status))
+                rec = batch[record_id]
+                rec.forms[(instrument, instance)] = form
+                rec.instances.setdefault(instrument, []).append(form)
         yield list(batch.values())
         last_id = heads[-1][0]
 
