@@ -50,8 +50,8 @@ class Preparer:
         return view
 
     def _moments(self, rec: SourceRecord, name: str) -> list[datetime]:
-        found = (parse_moment(form.data.get(name)) for form in rec.instances.get(self._instrument_of[name], ()))
-        return [m for m in found if m is not None]
+        return [m for form in rec.instances.get(self._instrument_of[name], ())
+                if (m := parse_moment(form.data.get(name))) is not None]
 
     def _day0(self, rec: SourceRecord) -> tuple[datetime | None, str | None]:
         """Midnight of the earliest date of the first anchor field the record has a value for;
