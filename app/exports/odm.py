@@ -10,15 +10,14 @@ whose FlagValue comes from the MISSING code list, so it stays distinct from a bl
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 from xml.sax.saxutils import escape, quoteattr
 
-from app.exports.plan import Column, Kind, Plan, RecordView, Role
-from app.exports.source import FormRow
-from app.study.definition import Study
+from app.exports.plan import Block, Column, Kind, Plan, RecordView, Role
+from app.study.definition import Instrument, Study
 from app.study.fieldtypes import format_number
 
 NAMESPACE = "http://www.cdisc.org/ns/odm/v1.3"
@@ -148,34 +147,48 @@ class OdmWriter:
 
     # -- data ----------------------------------------------------------------------------------
 
-    def write(self, records: Iterable[RecordView]) -> None:
-        self._file.write("".join(self._subject(rec) for rec in records))
+    def write(self, records: Sequence[RecordView]) -> None:
+        """A batch of subjects. Their cells are computed a column at a time, as the tables' are:
+        per instrument over all its instances in the batch, and the record's own items."""
+        groups = []
+        for inst in self.plan.instruments:
+            recs = [rec for rec in records for _ in rec.instances.get(inst.name, ())]
+            forms = [form for rec in records for form in rec.instances.get(inst.name, ())]
+            columns = self.items[inst.name]
+            groups.append((inst, columns, _Cells(self.plan.form_block(columns, recs, forms))))
+        own = (*((self.site_column,) if self.site_column else ()), *self.derived)
+        record_cells = _Cells(self.plan.form_block(own, records, [None] * len(records)))
+        self._file.write("".join(self._subject(row, rec, groups, record_cells) for row, rec in enumerate(records)))
 
-    def _subject(self, rec: RecordView) -> str:
-        site = self.plan.cell(self.site_column, rec, None)[0] if self.site_column else None
+    def _subject(self, row: int, rec: RecordView, groups: list[tuple[Instrument, tuple[Column, ...], _Cells]],
+                 record_cells: _Cells) -> str:
+        site = record_cells.cell(0, row)[0] if self.site_column else None
         parts = [f"<SubjectData SubjectKey={_attr(rec.key)}>"]
         if site is not None:  # a suppressed site has no location
             parts.append(f'<SiteRef LocationOID={_attr("LOC." + site)}/>')
         parts.append(f'<StudyEventData StudyEventOID="{STUDY_EVENT_OID}">')
-        for inst in self.plan.instruments:
-            forms = rec.instances.get(inst.name, [])
+        for inst, columns, cells in groups:
+            forms = rec.instances.get(inst.name, ())
             if forms:
                 parts.append(f'<FormData FormOID={_attr("F." + inst.name)}>')
-                parts += [self._group(inst.name, self.items[inst.name], rec, form, inst.repeatable) for form in forms]
+                parts += [self._group(inst.name, columns, cells, cells.next_row(),
+                                      form.instance if inst.repeatable else None) for form in forms]
                 parts.append("</FormData>")
         if self.derived:
             parts.append(f'<FormData FormOID={_attr("F." + EXPORT_FORM)}>')
-            parts.append(self._group(EXPORT_FORM, self.derived, rec, None, False))
+            parts.append(self._group(EXPORT_FORM, self.derived, record_cells, row, None,
+                                     first=1 if self.site_column else 0))
             parts.append("</FormData>")
         parts.append("</StudyEventData></SubjectData>\n")
         return "".join(parts)
 
-    def _group(self, name: str, columns: tuple[Column, ...], rec: RecordView, form: FormRow | None,
-               repeating: bool) -> str:
-        key = f' ItemGroupRepeatKey="{form.instance}"' if repeating and form is not None else ""
+    def _group(self, name: str, columns: tuple[Column, ...], cells: _Cells, row: int, repeat_key: int | None,
+               first: int = 0) -> str:
+        """One item group: `columns` are the block's columns from `first` on, at `row`."""
+        key = f' ItemGroupRepeatKey="{repeat_key}"' if repeat_key is not None else ""
         parts = [f"<ItemGroupData ItemGroupOID={_attr('IG.' + name)}{key}>"]
-        for c in columns:
-            value, code = self.plan.cell(c, rec, form)
+        for index, c in enumerate(columns, first):
+            value, code = cells.cell(index, row)
             oid = self._oids[c.name]
             if code:
                 parts.append(f'<ItemData ItemOID={oid} IsNull="Yes"><Annotation SeqNum="1"><Flag>'
@@ -189,3 +202,19 @@ class OdmWriter:
     def close(self) -> None:
         self._file.write("</ClinicalData>\n</ODM>\n")
         self._file.close()
+
+
+class _Cells:
+    """A block read cell by cell, and (for an instrument's block) row after row as subjects are written."""
+
+    def __init__(self, block: Block) -> None:
+        self.values, self.codes = block.values, block.codes
+        self._next = 0
+
+    def cell(self, column: int, row: int) -> tuple[Any, str | None]:
+        codes = self.codes[column]
+        return self.values[column][row], (codes[row] if codes is not None else None)
+
+    def next_row(self) -> int:
+        self._next += 1
+        return self._next - 1

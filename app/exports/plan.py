@@ -246,7 +246,7 @@ class Plan:
         self.tables = self._tables(repeat_counts or {})
         self._check_names()
         self._compiled: dict[Column, _ColumnFn] = {}
-        self._compiled_tables: dict[str, list[_Part]] = {}
+        self._compiled_tables: dict[tuple[Column, ...], list[_Part]] = {}
 
     # -- columns -------------------------------------------------------------------------------
 
@@ -425,10 +425,18 @@ class Plan:
 
     def block(self, table: Table, views: Sequence[RecordView]) -> Block:
         """The table's rows for a batch of records, column by column."""
-        parts = self._compiled_tables.get(table.name)
+        return self._block(table.columns, self._rows(table, views))
+
+    def form_block(self, columns: tuple[Column, ...], recs: Sequence[RecordView],
+                   forms: Sequence[FormRow | None]) -> Block:
+        """`columns` for rows that each stand for one form instance of a record (None: the record
+        itself): what ODM's item groups hold, computed as a table's columns are."""
+        return self._block(columns, _Rows(recs, forms, [True] * len(recs)))
+
+    def _block(self, columns: tuple[Column, ...], rows: _Rows) -> Block:
+        parts = self._compiled_tables.get(columns)
         if parts is None:
-            parts = self._compiled_tables[table.name] = self._compile_table(table)
-        rows = self._rows(table, views)
+            parts = self._compiled_tables[columns] = self._compile_parts(columns)
         values: list[list[Any]] = []
         codes: list[list[str | None] | None] = []
         for part in parts:
@@ -438,14 +446,6 @@ class Plan:
                 values.append(column_values)
                 codes.append(column_codes)
         return Block(len(rows.recs), values, codes)
-
-    def cell(self, column: Column, rec: RecordView, row_form: FormRow | None, *, base_row: bool = True) -> Cell:
-        """One cell; `row_form` is the form instance the row stands for (repeat tables, long rows)."""
-        rows = _Rows((rec,), (row_form,), (base_row,))
-        find = self._form_finder(column) if self._reads_form(column) else None
-        found = None if find is None else _found(find(rows), rows, column.field in self.suppressible)
-        values, codes = self._column(column)(rows, found)
-        return (values[0], codes[0] if codes else None)
 
     def _rows(self, table: Table, views: Sequence[RecordView]) -> _Rows:
         if table.instrument is not None:
@@ -471,11 +471,11 @@ class Plan:
                         base.append(False)
         return _Rows(recs, forms, base)
 
-    def _compile_table(self, table: Table) -> list[_Part]:
-        """The table's columns grouped into parts: consecutive columns that read the same form
-        instance find it once per row, not once per cell."""
+    def _compile_parts(self, columns: tuple[Column, ...]) -> list[_Part]:
+        """Columns grouped into parts: consecutive columns that read the same form instance find it
+        once per row, not once per cell."""
         parts: list[_Part] = []
-        for column in table.columns:
+        for column in columns:
             key = self._finder_key(column) if self._reads_form(column) else None
             if key is None or not parts or parts[-1].key != key:
                 parts.append(_Part(key, self._form_finder(column) if key is not None else None))
