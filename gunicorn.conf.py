@@ -5,7 +5,6 @@ editing this file. Casebook keeps no state in a worker's memory that another wor
 need (see README, "Running in production"), so adding workers or hosts is the way to scale.
 """
 
-import gc
 import multiprocessing
 import os
 
@@ -25,9 +24,7 @@ access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
 
 
 def post_worker_init(worker: object) -> None:
-    """Move the loaded application (study definition, mappers, templates: some 270,000 objects)
-    out of the garbage collector's sight. Otherwise every full collection walks them all, about
-    125 ms on a small server, and the request that triggers it (and those queued behind it)
-    waits: that was most of the save latency's 99th percentile. Objects made later are
-    collected as usual."""
-    gc.freeze()
+    """Tune the garbage collector for the loaded app (see app/runtime.py)."""
+    from app.runtime import settle_loaded_app
+
+    settle_loaded_app()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import os
 import time
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from app.auth.models import StudyRole, User
 from app.auth.services import create_user
 from app.extensions import db
 from app.records.models import FormInstance
+from app.runtime import settle_loaded_app
 from app.study import current_study
 from app.synthetic.bulk import seed_synthetic
 
@@ -144,10 +144,8 @@ def seed(target: Target, records: int) -> Seeded:
         audit_rows = db.session.scalar(select(func.count(AuditEvent.id))) or 0
         db.session.remove()
     analyse(target)
-    # As each gunicorn worker does once it has loaded the app (gunicorn.conf.py): what is
-    # loaded now stays, and full garbage collections stop walking it.
-    gc.collect()
-    gc.freeze()
+    # As each gunicorn worker does once it has loaded the app (gunicorn.conf.py).
+    settle_loaded_app()
     return Seeded(target, app, records, seconds, form_rows, audit_rows, token)
 
 

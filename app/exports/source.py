@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import orjson
-from sqlalchemy import Select, Text, cast, func, select
+from sqlalchemy import Connection, Select, Text, cast, func, select
 from sqlalchemy.orm import Session
 
 from app.auth.models import Site
@@ -78,24 +78,28 @@ def iter_batches(
             return
         batch = {rid: SourceRecord(rid, label, codes[site_id]) for rid, label, site_id in heads}
         if instruments:
-            rows = connection.execute(
-                select(FormInstance.record_id, FormInstance.instrument, FormInstance.instance,
-                       DATA_TEXT, MISSING_TEXT, FormInstance.status)
-                .where(FormInstance.record_id.in_(list(batch)), FormInstance.instrument.in_(list(instruments)))
-                # Instances in order; the unique index's order, so SQLite does not sort.
-                .order_by(FormInstance.record_id, FormInstance.instrument, FormInstance.instance)
-            )
-            loads, new = orjson.loads, tuple.__new__
-            for record_id, instrument, instance, data, missing, status in rows.all():
-                # This loop runs once per form of the export: stored_json inlined, and the
-                # FormRow made as the tuple it is, without NamedTuple's Python-level __new__.
-                form = new(FormRow, (instrument, instance, loads(data) if data != "{}" else {},
-                                     loads(missing) if missing != "{}" else {}, status))
-                rec = batch[record_id]
-                rec.forms[(instrument, instance)] = form
-                rec.instances.setdefault(instrument, []).append(form)
+            _read_forms(connection, batch, instruments)
         yield list(batch.values())
         last_id = heads[-1][0]
+
+
+def _read_forms(connection: Connection, batch: dict[int, SourceRecord], instruments: Collection[str]) -> None:
+    rows = connection.execute(
+        select(FormInstance.record_id, FormInstance.instrument, FormInstance.instance,
+               DATA_TEXT, MISSING_TEXT, FormInstance.status)
+        .where(FormInstance.record_id.in_(list(batch)), FormInstance.instrument.in_(list(instruments)))
+        # Instances in order; the unique index's order, so SQLite does not sort.
+        .order_by(FormInstance.record_id, FormInstance.instrument, FormInstance.instance)
+    )
+    loads, new = orjson.loads, tuple.__new__
+    for record_id, instrument, instance, data, missing, status in rows.all():
+        # This loop runs once per form of the export: stored_json inlined, and the
+        # FormRow made as the tuple it is, without NamedTuple's Python-level __new__.
+        form = new(FormRow, (instrument, instance, loads(data) if data != "{}" else {},
+                             loads(missing) if missing != "{}" else {}, status))
+        rec = batch[record_id]
+        rec.forms[(instrument, instance)] = form
+        rec.instances.setdefault(instrument, []).append(form)
 
 
 def count_records(session: Session, site_ids: Collection[int] | None) -> int:
