@@ -21,9 +21,9 @@ from app.exports.source import FormRow
 from app.logic import evaluate, is_true, referenced_fields
 from app.study.definition import MissingCode, Study
 
-#: How many distinct inputs of the exempt rule are remembered (a rule over a free-text field
-#: would otherwise remember one per record).
-EXEMPT_MEMORY = 4096
+#: How many distinct inputs of the check (site and field values) have their combination
+#: remembered; a check over a free-text field would otherwise remember one per record.
+KEY_MEMORY = 16384
 #: The code a suppressed cell carries, so that it is never mistaken for a blank or a value.
 SUPPRESSED = MissingCode("SUPP", "Suppressed (disclosure control)")
 
@@ -87,47 +87,48 @@ class DisclosureCheck:
         self._counts: Counter[tuple[str, ...]] = Counter()
         self._exempt = 0
         self._exported: Counter[tuple[str, ...]] = Counter()
-        exempt_fields = _exempt_fields(rule)
         #: (field, its form's instrument) for every field the check reads.
-        self._read = tuple((name, study.field(name).instrument) for name in sorted(rule.fields | exempt_fields))
+        self._read = tuple((name, study.field(name).instrument)
+                           for name in sorted(rule.fields | _exempt_fields(rule)))
         self.instruments = frozenset(instrument for _, instrument in self._read)
-        self._exempt_fields = tuple(sorted(exempt_fields))
-        #: Whether the exempt rule holds, by the values it reads: the census and the export ask
-        #: once per record, and those values repeat. One day for both passes.
-        self._exempt_by_reads: dict[tuple[Any, ...], bool] = {}
+        #: Whether a field read holds a list (a checkbox), which must become a tuple to be remembered.
+        self._lists = any(study.field(name).type == "checkbox" for name, _ in self._read)
+        #: Combinations by what the check read (site and fields): the census and the export ask
+        #: once per record, and those inputs repeat. One day for both passes.
+        self._keys: dict[tuple[Any, ...], tuple[str, ...] | None] = {}
         self._today = date.today()
 
-    def _scope(self, forms: Forms) -> dict[str, Any]:
-        """The fields the check reads: a field's code, else its value (absent: blank)."""
-        scope: dict[str, Any] = {}
+    def _reads(self, forms: Forms) -> list[Any]:
+        """The fields the check reads, in `_read` order: a field's code, else its value (None: blank)."""
+        values: list[Any] = []
         for name, instrument in self._read:
             form = forms.get((instrument, 1))
+            value = None
             if form is not None:
-                value = form.missing.get(name) if form.missing else None
+                if form.missing:
+                    value = form.missing.get(name)
                 if value is None:
                     value = form.data.get(name)
-                if value is not None:
-                    scope[name] = value
-        return scope
-
-    def _is_exempt(self, scope: dict[str, Any]) -> bool:
-        tree = self.rule.exempt_tree
-        if tree is None:
-            return False
-        reads = tuple(_hashable(scope.get(name)) for name in self._exempt_fields)
-        exempt = self._exempt_by_reads.get(reads)
-        if exempt is None:
-            exempt = is_true(evaluate(tree, scope, self.study.missing_code_values, self._today))
-            if len(self._exempt_by_reads) < EXEMPT_MEMORY:
-                self._exempt_by_reads[reads] = exempt
-        return exempt
+            values.append(value)
+        return values
 
     def key(self, site_code: str, forms: Forms) -> tuple[str, ...] | None:
         """The record's combination, or None for an exempt record (public already)."""
-        scope = self._scope(forms)
-        if self._is_exempt(scope):
-            return None
+        values = self._reads(forms)
+        reads = (site_code, *values) if not self._lists else (
+            site_code, *(tuple(v) if v.__class__ is list else v for v in values))
+        if reads in self._keys:
+            return self._keys[reads]
+        scope = {name: v for (name, _), v in zip(self._read, values, strict=True) if v is not None}
+        key = self._key(site_code, scope)
+        if len(self._keys) < KEY_MEMORY:
+            self._keys[reads] = key
+        return key
+
+    def _key(self, site_code: str, scope: dict[str, Any]) -> tuple[str, ...] | None:
         codes = self.study.missing_code_values
+        if self.rule.exempt_tree is not None and is_true(evaluate(self.rule.exempt_tree, scope, codes, self._today)):
+            return None
         parts = []
         for qi in self.rule.quasi_identifiers:
             if qi.field is None:
@@ -188,10 +189,6 @@ class DisclosureCheck:
         if any(n < self.rule.k for n in self._exported.values()):
             raise ExportRefused("The records changed while the export was being made, so nothing was "
                                 "exported. Please export again.")
-
-
-def _hashable(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list) else value
 
 
 def _exempt_fields(rule: DisclosureRule) -> frozenset[str]:
