@@ -22,12 +22,14 @@ import pytest
 import xmlschema
 
 from app.db import utcnow
+from app.exports import disclosure
 from app.exports.disclosure import ExportRefused
 from app.exports.formats import MissingCodes, arrow_schema, write_spss, write_stata
 from app.exports.plan import Column, Kind, Role, Table
 from app.exports.profiles import ProfileError, load_profiles
 from app.exports.pseudonyms import KEY_ENV, Pseudonymiser, PseudonymKeyError, load_key
-from app.exports.services import COMMAND_LINE, ExportJob, ExportScope
+from app.exports.services import COMMAND_LINE, ExportJob, ExportScope, get_profile
+from app.exports.source import FormRow
 from app.extensions import db
 from app.study import current_study
 from app.study.definition import MissingCode
@@ -462,3 +464,24 @@ def test_stata_and_spss_read_columns_whose_first_hundred_rows_are_blank_or_coded
     assert pd.isna(spss.loc[0, "size_mm"])
     assert spss.loc[140, "seen"] == date(2024, 2, 29) and pd.isna(spss.loc[0, "seen"])
     assert spss.loc[149, "late_age"] == 12 and spss.loc[0, "late_age"] == missing.spss["UNK"]
+
+
+def test_the_disclosure_check_remembers_combinations_without_changing_them(app, monkeypatch):
+    """The check remembers each combination by what it read; the answers equal those computed
+    afresh for every record (memory off), exempt records included, codes and bands alike."""
+    study = current_study()
+    rule = get_profile("pooled_case_series").disclosure
+    cases = [({"sex": sex, "ga_weeks": weeks, "case_source": source}, missing)
+             for sex in ("1", "2", None) for weeks in (24, 31, 36.5, 40, None) for source in ("1", "3")
+             for missing in ({}, {"ga_weeks": "NR"}, {"sex": "UNK"})]
+    records = [("KMU" if n % 2 else "NTH", {("enrolment", 1): FormRow("enrolment", 1, data, missing, 2)})
+               for n, (data, missing) in enumerate(cases)]
+    remembering = disclosure.DisclosureCheck(rule, study)
+    first = [remembering.key(site, forms) for site, forms in records]
+    assert [remembering.key(site, forms) for site, forms in records] == first
+    monkeypatch.setattr(disclosure, "KEY_MEMORY", 0)
+    fresh = disclosure.DisclosureCheck(rule, study)
+    assert [fresh.key(site, forms) for site, forms in records] == first
+    assert first[0] == ("NTH", "1", "<28")  # site, sex, gestational age band
+    assert first[cases.index(({"sex": "1", "ga_weeks": 24, "case_source": "3"}, {}))] is None  # published
+    assert first[cases.index(({"sex": "1", "ga_weeks": 24, "case_source": "1"}, {"ga_weeks": "NR"}))][2] == "NR"
