@@ -246,7 +246,7 @@ class Plan:
         self.tables = self._tables(repeat_counts or {})
         self._check_names()
         self._compiled: dict[Column, _ColumnFn] = {}
-        self._compiled_tables: dict[tuple[Column, ...], list[_Part]] = {}
+        self._compiled_parts: dict[tuple[Column, ...], list[_Part]] = {}
 
     # -- columns -------------------------------------------------------------------------------
 
@@ -434,9 +434,9 @@ class Plan:
         return self._block(columns, _Rows(recs, forms, [True] * len(recs)))
 
     def _block(self, columns: tuple[Column, ...], rows: _Rows) -> Block:
-        parts = self._compiled_tables.get(columns)
+        parts = self._compiled_parts.get(columns)
         if parts is None:
-            parts = self._compiled_tables[columns] = self._compile_parts(columns)
+            parts = self._compiled_parts[columns] = self._compile_parts(columns)
         values: list[list[Any]] = []
         codes: list[list[str | None] | None] = []
         for part in parts:
@@ -511,21 +511,16 @@ class Plan:
         def values(rows: _Rows, found: _Found | None) -> Values:
             assert found is not None
             cells, codes = plain(found, rows)
-            for i, code in found.coded.get(name, ()):  # type: ignore[arg-type]
-                if companion:
+            coded = found.coded.get(name, [])  # type: ignore[arg-type]
+            if suppressible and found.suppressed:  # after the field's own codes: suppression wins
+                coded = [*coded, *((i, SUPPRESSED.code) for i in found.suppressed)]
+            for i, code in coded:
+                if companion:  # the companion column's value is the code
                     cells[i] = code
                 else:
                     cells[i] = None
                     codes = codes or [None] * len(cells)
                     codes[i] = code
-            if suppressible:
-                for i in found.suppressed:
-                    if companion:
-                        cells[i] = SUPPRESSED.code
-                    else:
-                        cells[i] = None
-                        codes = codes or [None] * len(cells)
-                        codes[i] = SUPPRESSED.code
             return cells, codes
 
         return values
