@@ -84,6 +84,7 @@ def iter_batches(
 
 
 def _read_forms(connection: Connection, batch: dict[int, SourceRecord], instruments: Collection[str]) -> None:
+    """The batch's forms of the named instruments, decoded into its records."""
     rows = connection.execute(
         select(FormInstance.record_id, FormInstance.instrument, FormInstance.instance,
                DATA_TEXT, MISSING_TEXT, FormInstance.status)
