@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -112,16 +113,25 @@ def _find(document: dict[str, Any], prefix: str) -> list[tuple[int, dict[str, An
             if r["name"].startswith(prefix)]
 
 
+def _at_sizes(measured: list[tuple[int, float]], show: Callable[[float], str]) -> str:
+    """A goal's measurement at every size, so that no size hides behind the largest."""
+    return ", ".join(f"{show(value)} at {size:,}" for size, value in measured) + " records"
+
+
+def _met_at_sizes(measured: list[tuple[int, float]], meets: Callable[[float], bool]) -> str:
+    missed = [f"{size:,}" for size, value in measured if not meets(value)]
+    return "yes" if not missed else f"no (at {', '.join(missed)})"
+
+
 def goals(documents: dict[str, dict[str, Any]]) -> list[str]:
     """The issue's goals, each with the measured number that meets or misses it."""
     lines = ["| goal | measured | met? |", "|---|---|---|"]
     pg = documents.get("postgresql", {})
     sixteen = [(size, t) for size, data in _sizes(pg) for t in data.get("throughput", []) if t["clients"] == 16]
     if sixteen:
-        size, t = sixteen[-1]
-        p99 = t["casebook"]["p99_ms"]
-        lines.append(f"| form save p99 < {GOAL_SAVE_P99_MS} ms, 16 clients, PostgreSQL | {_ms(p99)} at {size:,} "
-                     f"records | {'yes' if p99 < GOAL_SAVE_P99_MS else 'no'} |")
+        p99s = [(size, t["casebook"]["p99_ms"]) for size, t in sixteen]
+        lines.append(f"| form save p99 < {GOAL_SAVE_P99_MS} ms, 16 clients, PostgreSQL | {_at_sizes(p99s, _ms)} "
+                     f"| {_met_at_sizes(p99s, lambda p99: p99 < GOAL_SAVE_P99_MS)} |")
     else:
         lines.append(f"| form save p99 < {GOAL_SAVE_P99_MS} ms, 16 clients, PostgreSQL | not measured | {DASH} |")
     for kind, document in documents.items():
@@ -136,10 +146,10 @@ def goals(documents: dict[str, dict[str, Any]]) -> list[str]:
             lines.append(f"| record-status grid < {GOAL_GRID_MS} ms at 100,000 records ({label}) | {at} | {met} |")
         csv_exports = _find(document, CSV_EXPORT)
         if csv_exports:
-            size, r = csv_exports[-1]
-            ratio = r["ratio_p50"]
+            ratios = [(size, r["ratio_p50"]) for size, r in csv_exports]
             lines.append(f"| pooled export to CSV ≤ {GOAL_EXPORT_RATIO}{TIMES} read_sql + to_csv ({label}) "
-                         f"| {_ratio(ratio)} at {size:,} records | {'yes' if ratio <= GOAL_EXPORT_RATIO else 'no'} |")
+                         f"| {_at_sizes(ratios, _ratio)} "
+                         f"| {_met_at_sizes(ratios, lambda ratio: ratio <= GOAL_EXPORT_RATIO)} |")
         exports = _find(document, BUNDLE_EXPORT)
         if exports:
             size, r = exports[-1]

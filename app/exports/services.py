@@ -10,6 +10,7 @@ CLI command commits the audit row at its boundary.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import zipfile
@@ -185,9 +186,10 @@ class ExportJob:
         self.total = count_records(session, site_ids)
         self.check = DisclosureCheck(profile.disclosure, study) if profile.disclosure else None
         self.disclosure = self._census(self.check) if self.check else None
-        repeats = [n for n in profile.instruments if study.instrument(n).repeatable]
-        self.instances = instance_counts(session, site_ids, repeats)
-        self.plan = Plan(study, profile, {name: largest for name, (_, largest) in self.instances.items()})
+        # Only a wide layout with a column per instance needs the largest instance numbers now.
+        sized = profile.layout == "wide" and profile.repeatable == "columns"
+        self.plan = Plan(study, profile, {name: largest for name, (_, largest) in self.instances.items()}
+                         if sized else None)
         self.preparer = Preparer(self.plan, self.pseudonyms, self.check)
         needed = set(profile.instruments) | {study.field(n).instrument for n in profile.dates.anchor}
         if profile.dates.age_from:
@@ -195,6 +197,12 @@ class ExportJob:
         self.instruments = needed | (self.check.instruments if self.check else set())
         codes = (*study.missing_codes, *((SUPPRESSED,) if self.plan.suppressible or self.plan.suppress_site else ()))
         self.missing = MissingCodes(codes)
+
+    @functools.cached_property
+    def instances(self) -> dict[str, tuple[int, int]]:
+        """Per repeatable instrument of the profile: (instances, largest instance number)."""
+        repeats = [n for n in self.profile.instruments if self.study.instrument(n).repeatable]
+        return instance_counts(self.session, self.scope.site_ids, repeats)
 
     def _census(self, check: DisclosureCheck) -> DisclosureReport:
         for batch in iter_batches(self.session, self.scope.site_ids, check.instruments):
