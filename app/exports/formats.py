@@ -1,9 +1,9 @@
 """Writers for the tabular formats: CSV (codes and labels), Parquet, Stata and SPSS.
 
 CSV and Parquet are written batch by batch while the records stream past. Stata and
-SPSS writers (pyreadstat, given polars frames) take a whole table at once, so they are written at the end
-from the finished Parquet file plus a private side file of missing-data codes, one
-table at a time: typed columns, never the raw records.
+SPSS writers (pyreadstat, given polars frames) take a whole table at once, so they are
+written at the end from the finished Parquet file plus a private side file of missing-data
+codes, one table at a time: typed columns, never the raw records.
 
 Missing-data codes never become blanks: CSV and Parquet carry them in each field's
 `<name>_miss` companion column; Stata also tags the numeric cell with an extended
@@ -41,7 +41,6 @@ ARROW_TYPES = {
     Kind.DATETIME: pa.timestamp("s"),
 }
 STATA_DATE_FORMATS = {Kind.DATE: "%td", Kind.DATETIME: "%tc"}
-
 
 
 def escape_formula(text: str) -> str:

@@ -152,8 +152,8 @@ class OdmWriter:
         per instrument over all its instances in the batch, and the record's own items."""
         groups = []
         for inst in self.plan.instruments:
-            recs = [rec for rec in records for _ in rec.instances.get(inst.name, ())]
-            forms = [form for rec in records for form in rec.instances.get(inst.name, ())]
+            pairs = [(rec, form) for rec in records for form in rec.instances.get(inst.name, ())]
+            recs, forms = [rec for rec, _ in pairs], [form for _, form in pairs]
             columns = self.items[inst.name]
             groups.append((inst, columns, _Cells(self.plan.form_block(columns, recs, forms))))
         own = (*((self.site_column,) if self.site_column else ()), *self.derived)

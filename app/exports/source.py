@@ -92,12 +92,11 @@ def _read_forms(connection: Connection, batch: dict[int, SourceRecord], instrume
         # Instances in order; the unique index's order, so SQLite does not sort.
         .order_by(FormInstance.record_id, FormInstance.instrument, FormInstance.instance)
     )
-    loads, new = orjson.loads, tuple.__new__
+    new = tuple.__new__
     for record_id, instrument, instance, data, missing, status in rows.all():
-        # This loop runs once per form of the export: stored_json inlined, and the
-        # FormRow made as the tuple it is, without NamedTuple's Python-level __new__.
-        form = new(FormRow, (instrument, instance, loads(data) if data != "{}" else {},
-                             loads(missing) if missing != "{}" else {}, status))
+        # Once per form of the export: the FormRow made as the tuple it is, without
+        # NamedTuple's Python-level __new__.
+        form = new(FormRow, (instrument, instance, stored_json(data), stored_json(missing), status))
         rec = batch[record_id]
         rec.forms[(instrument, instance)] = form
         rec.instances.setdefault(instrument, []).append(form)
