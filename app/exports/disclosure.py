@@ -97,6 +97,12 @@ class DisclosureCheck:
         #: once per record, and those inputs repeat. One day for both passes.
         self._keys: dict[tuple[Any, ...], tuple[str, ...] | None] = {}
         self._today = date.today()
+        #: Where the exempt rule's fields are in what the check reads (after the site), and its
+        #: answers by their values: far fewer than the combinations (a gestational age in weeks
+        #: makes many), and the rule's evaluation is most of a new combination's cost.
+        exempt = _exempt_fields(rule)
+        self._exempt_at = tuple(i + 1 for i, (name, _) in enumerate(self._read) if name in exempt)
+        self._exempt_answers: dict[tuple[Any, ...], bool] = {}
 
     def _reads(self, forms: Forms) -> list[Any]:
         """The fields the check reads, in `_read` order: a field's code, else its value (None: blank)."""
@@ -120,15 +126,25 @@ class DisclosureCheck:
         if reads in self._keys:
             return self._keys[reads]
         scope = {name: v for (name, _), v in zip(self._read, values, strict=True) if v is not None}
-        key = self._key(site_code, scope)
+        key = None if self._is_exempt(reads, scope) else self._key(site_code, scope)
         if len(self._keys) < KEY_MEMORY:
             self._keys[reads] = key
         return key
 
-    def _key(self, site_code: str, scope: dict[str, Any]) -> tuple[str, ...] | None:
+    def _is_exempt(self, reads: tuple[Any, ...], scope: dict[str, Any]) -> bool:
+        """Whether the exempt rule holds for a record, by the values of the fields it names."""
+        if self.rule.exempt_tree is None:
+            return False
+        inputs = tuple(reads[i] for i in self._exempt_at)
+        answer = self._exempt_answers.get(inputs)
+        if answer is None:
+            answer = is_true(evaluate(self.rule.exempt_tree, scope, self.study.missing_code_values, self._today))
+            if len(self._exempt_answers) < KEY_MEMORY:
+                self._exempt_answers[inputs] = answer
+        return answer
+
+    def _key(self, site_code: str, scope: dict[str, Any]) -> tuple[str, ...]:
         codes = self.study.missing_code_values
-        if self.rule.exempt_tree is not None and is_true(evaluate(self.rule.exempt_tree, scope, codes, self._today)):
-            return None
         parts = []
         for qi in self.rule.quasi_identifiers:
             if qi.field is None:

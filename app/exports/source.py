@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from app.auth.models import Site
 from app.records.models import FormInstance, Record
+from app.runtime import collector_paused
 
 BATCH_SIZE = 1000
 #: A form's values and missing-data codes as the database's JSON text, decoded by `stored_json`.
@@ -76,9 +77,12 @@ def iter_batches(
         ).all()
         if not heads:
             return
-        batch = {rid: SourceRecord(rid, label, codes[site_id]) for rid, label, site_id in heads}
-        if instruments:
-            _read_forms(connection, batch, instruments)
+        # The batch is a few tens of thousands of acyclic objects: built without the cyclic
+        # collector walking them over and over (never paused across the yield).
+        with collector_paused():
+            batch = {rid: SourceRecord(rid, label, codes[site_id]) for rid, label, site_id in heads}
+            if instruments:
+                _read_forms(connection, batch, instruments)
         yield list(batch.values())
         last_id = heads[-1][0]
 
