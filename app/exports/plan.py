@@ -143,9 +143,16 @@ def fit_name(base: str, suffix: str = "") -> str:
     return f"{base[:MAX_NAME_LENGTH - len(suffix) - 5]}_{digest}{suffix}"
 
 
-def parse_moment(value: Any) -> datetime | None:
-    """A stored date ('YYYY-MM-DD') or date-time ('YYYY-MM-DD HH:MM') as a datetime."""
-    return _parse_text(value) if isinstance(value, str) else None
+def day_of(value: Any) -> datetime | None:
+    """Midnight of a stored date ('YYYY-MM-DD') or date-time ('YYYY-MM-DD HH:MM'); None if it is none."""
+    return _day_of_text(value) if value.__class__ is str else None
+
+
+@functools.lru_cache(maxsize=8192)
+def _day_of_text(text: str) -> datetime | None:
+    """Remembered as `_parse_text` is: each record's day 0 and birth date are one of these."""
+    moment = _parse_text(text)
+    return None if moment is None else moment.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 @functools.lru_cache(maxsize=8192)

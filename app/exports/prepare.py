@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from app.exports.disclosure import DisclosureCheck
-from app.exports.plan import EARLIEST_DATE, Plan, RecordView, parse_moment
+from app.exports.plan import EARLIEST_DATE, Plan, RecordView, day_of
 from app.exports.pseudonyms import Pseudonymiser
 from app.exports.source import SourceRecord
 
@@ -44,25 +44,21 @@ class Preparer:
         if p.dates.age_from:
             form = rec.forms.get((self._instrument_of[p.dates.age_from], 1))
             if form is not None:
-                moment = parse_moment(form.data.get(p.dates.age_from))
-                view.birth = _midnight(moment) if moment else None
+                view.birth = day_of(form.data.get(p.dates.age_from))
                 view.birth_code = form.missing.get(p.dates.age_from)
         return view
 
-    def _moments(self, rec: SourceRecord, name: str) -> list[datetime]:
-        return [m for form in rec.instances.get(self._instrument_of[name], ())
-                if (m := parse_moment(form.data.get(name))) is not None]
+    def _days(self, rec: SourceRecord, name: str) -> list[datetime]:
+        """Midnight of each of the record's dates in field `name`."""
+        return [d for form in rec.instances.get(self._instrument_of[name], ())
+                if (d := day_of(form.data.get(name))) is not None]
 
     def _day0(self, rec: SourceRecord) -> tuple[datetime | None, str | None]:
         """Midnight of the earliest date of the first anchor field the record has a value for;
         failing all, of the record's earliest exported date (named 'earliest_date')."""
         for name in self.profile.dates.anchor:
-            moments = self._moments(rec, name)
-            if moments:
-                return _midnight(min(moments)), name
-        moments = [m for name in self._fallback for m in self._moments(rec, name)]
-        return (_midnight(min(moments)), EARLIEST_DATE) if moments else (None, None)
-
-
-def _midnight(moment: datetime) -> datetime:
-    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+            days = self._days(rec, name)
+            if days:
+                return min(days), name
+        days = [d for name in self._fallback for d in self._days(rec, name)]
+        return (min(days), EARLIEST_DATE) if days else (None, None)
