@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pyreadstat
 
-from app.exports.plan import Block, Column, Kind, Table
+from app.exports.plan import Block, Column, Kind, Role, Table
 from app.study.definition import MissingCode
 from app.study.fieldtypes import format_number
 
@@ -84,9 +84,11 @@ class CsvWriter:
         self._writer = csv.writer(self._file)
         columns = table.columns
         self._writer.writerow([escape_formula(c.label) if labels else c.name for c in columns])
-        renderers = [self._labelled(c) if labels else _raw(c.kind) for c in columns]
+        renderers = [self._labelled(c) if labels else None if c.role == Role.MISSING else _raw(c.kind)
+                     for c in columns]
         #: Only the columns whose text is not what the csv module writes anyway (None as "",
-        #: an int, a date in ISO form) are converted, cell by cell.
+        #: an int, a date in ISO form, a missing-data code: the loader lets none start like a
+        #: formula) are converted, cell by cell.
         self._convert = [(index, fn) for index, fn in enumerate(renderers) if fn is not None]
 
     @staticmethod
