@@ -87,10 +87,10 @@ class DisclosureCheck:
         self._counts: Counter[tuple[str, ...]] = Counter()
         self._exempt = 0
         self._exported: Counter[tuple[str, ...]] = Counter()
-        #: (field, its form's instrument) for every field the check reads.
-        self._read = tuple((name, study.field(name).instrument)
+        #: (field, its form's key in a record's forms) for every field the check reads.
+        self._read = tuple((name, (study.field(name).instrument, 1))
                            for name in sorted(rule.fields | _exempt_fields(rule)))
-        self.instruments = frozenset(instrument for _, instrument in self._read)
+        self.instruments = frozenset(instrument for _, (instrument, _) in self._read)
         #: Whether a field read holds a list (a checkbox), which must become a tuple to be remembered.
         self._lists = any(study.field(name).type == "checkbox" for name, _ in self._read)
         #: Combinations by what the check read (site and fields): the census and the export ask
@@ -107,8 +107,8 @@ class DisclosureCheck:
     def _reads(self, forms: Forms) -> list[Any]:
         """The fields the check reads, in `_read` order: a field's code, else its value (None: blank)."""
         values: list[Any] = []
-        for name, instrument in self._read:
-            form = forms.get((instrument, 1))
+        for name, key in self._read:
+            form = forms.get(key)
             value = None
             if form is not None:
                 if form.missing:
