@@ -48,14 +48,17 @@ class Pseudonymiser:
     """Derives every pseudonym of one study; domain-separated so no two uses share a digest."""
 
     def __init__(self, key: bytes, study_id: str) -> None:
-        self._key = key
+        #: Keyed once; each digest continues a copy (the hmac module's way for many messages
+        #: under one key: a third of the cost of keying afresh, once per exported record).
+        self._keyed = hmac.new(key, digestmod=hashlib.sha256)
         self._study = study_id
         #: Site pseudonyms by code: an export asks once per record, and sites are few.
         self._sites: dict[str, str] = {}
 
     def _digest(self, purpose: str, value: str) -> bytes:
-        message = "\x1f".join((purpose, self._study, value)).encode("utf-8")
-        return hmac.new(self._key, message, hashlib.sha256).digest()
+        mac = self._keyed.copy()
+        mac.update("\x1f".join((purpose, self._study, value)).encode("utf-8"))
+        return mac.digest()
 
     def subject(self, record_label: str) -> str:
         """Study ID: 64 bits of HMAC, so collisions stay negligible far beyond any registry's size."""
