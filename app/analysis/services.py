@@ -36,9 +36,10 @@ from app.auth.permissions import Action, site_ids_for
 from app.charts import new_figure, series_style, to_png, to_svg
 from app.errors import NotFoundError, PermissionDenied
 from app.exports.disclosure import SUPPRESSED
-from app.exports.plan import Plan, Role
+from app.exports.plan import Column, Plan, Role
 from app.exports.profiles import Profile
 from app.exports.pseudonyms import Pseudonymiser
+from app.exports.source import DATA_TEXT, MISSING_TEXT, stored_json
 from app.records.fingerprints import Fingerprints, RememberedResults
 from app.records.models import FormInstance, Record
 from app.study.definition import Field, Study
@@ -70,6 +71,8 @@ IMAGED = "imaging_date"
 CALCIFICATION = "imaging_calcification"
 CALCIFICATION_SIZE = "imaging_size_mm"
 
+#: Rows the analysis page's query fetches at a time.
+STREAM_ROWS = 5000
 YES = "1"
 NO = "0"
 ALL_SITES = "All sites"
@@ -112,6 +115,12 @@ def check_definition(study: Study) -> None:
 
 def _instruments(study: Study) -> set[str]:
     return {study.field(name).instrument for name in EXPECTED_TYPES}
+
+
+def _read_fields(study: Study, instrument: str) -> list[str]:
+    """The instrument's fields the analysis reads, in definition order: the frames hold these
+    only, so a large study's analysis keeps a few columns per case, not every field."""
+    return [f.name for f in study.instrument(instrument).data_fields if f.name in EXPECTED_TYPES]
 
 
 # -- the neutral data: what both the web page and the export bundle are turned into ---------------
@@ -162,7 +171,7 @@ def case_data_from_rows(study: Study, cases: Iterable[tuple[Any, str]],
         by_instrument.setdefault(instrument, []).append((key, instance, data or {}, missing or {}))
     result: dict[str, Forms] = {}
     for name in _instruments(study):
-        fields = [f.name for f in study.instrument(name).data_fields]
+        fields = _read_fields(study, name)
         rows = by_instrument.get(name)
         if not rows:
             result[name] = _empty_forms(fields)
@@ -170,9 +179,9 @@ def case_data_from_rows(study: Study, cases: Iterable[tuple[Any, str]],
         index = pd.MultiIndex.from_tuples([(k, i) for k, i, _, _ in rows], names=["key", "instance"])
         values = pd.DataFrame.from_records([d for _, _, d, _ in rows], index=index, columns=fields)
         codes = pd.DataFrame.from_records([m for _, _, _, m in rows], index=index, columns=fields)
-        for f in study.instrument(name).data_fields:
-            if f.type in ("date", "datetime"):
-                values[f.name] = _day_numbers(values[f.name])
+        for field_name in fields:
+            if study.field(field_name).type in ("date", "datetime"):
+                values[field_name] = _day_numbers(values[field_name])
         result[name] = Forms(_blanks_as_none(values), _blanks_as_none(codes))
     return CaseData(sites, result, tuple(site_order))
 
@@ -181,7 +190,16 @@ def case_data_from_bundle(study: Study, plan: Plan, parquet_dir: Path) -> CaseDa
     """CaseData from an export bundle's Parquet tables (main table plus one per repeatable form):
     study IDs, site pseudonyms and days from day 0, exactly the rows the bundle ships."""
     main = plan.main_table()
-    frame = pd.read_parquet(parquet_dir / f"{main.name}.parquet")
+    read = {name: _read_fields(study, name) for name in _instruments(study)}
+
+    def wanted(columns: Sequence[Column]) -> list[str]:
+        """The case's own columns (key, instance, site and its suppression marker) and, of the
+        instruments read, their status and the columns of the fields read."""
+        return [c.name for c in columns
+                if c.role in (Role.KEY, Role.INSTANCE, Role.SITE) or (c.role == Role.MISSING and c.field is None)
+                or (c.instrument in read and (c.role == Role.STATUS or c.field in read[c.instrument]))]
+
+    frame = pd.read_parquet(parquet_dir / f"{main.name}.parquet", columns=wanted(main.columns))
     key = main.key[0]
     frame = frame.set_index(key)
     site_column = next((c for c in main.columns if c.role == Role.SITE), None)
@@ -192,14 +210,14 @@ def case_data_from_bundle(study: Study, plan: Plan, parquet_dir: Path) -> CaseDa
         sites = frame[site_column.name].where(~suppressed, _code_label(study, SUPPRESSED.code)).astype(object)
     sites.index.name = "key"
     result: dict[str, Forms] = {}
-    for name in _instruments(study):
-        fields = [f.name for f in study.instrument(name).data_fields]
+    for name, fields in read.items():
         table = next((t for t in plan.tables if t.instrument == name), None)
         if table is None:
             part = frame.assign(instance=1).set_index("instance", append=True)
             columns = [c for c in main.columns if c.instrument == name]
         else:
-            part = pd.read_parquet(parquet_dir / f"{table.name}.parquet").set_index([key, "instance"])
+            part = pd.read_parquet(parquet_dir / f"{table.name}.parquet",
+                                   columns=wanted(table.columns)).set_index([key, "instance"])
             columns = [c for c in table.columns if c.instrument == name]
         status = next(c.name for c in columns if c.role == Role.STATUS)
         part = part[part[status].notna()]
@@ -284,22 +302,34 @@ def load_case_data(session: Session, study: Study, user: User, audience: Audienc
     """The cases `user` may see, in one query over records and the form instances the analysis
     reads (deleted records never count). Statisticians get record ids as keys, never labels."""
     allowed = _visible_site_ids(user)
-    join = and_(FormInstance.record_id == Record.id, FormInstance.instrument.in_(sorted(_instruments(study))))
-    stmt = (select(Record.id, Site.code, FormInstance.instrument, FormInstance.instance, FormInstance.data,
-                   FormInstance.missing)
+    read = {name: _read_fields(study, name) for name in _instruments(study)}
+    join = and_(FormInstance.record_id == Record.id, FormInstance.instrument.in_(sorted(read)))
+    stmt = (select(Record.id, Site.code, FormInstance.instrument, FormInstance.instance, DATA_TEXT, MISSING_TEXT)
             .join(Site, Site.id == Record.site_id).outerjoin(FormInstance, join)
             .where(Record.deleted_at.is_(None)).order_by(Record.id))
     if allowed is not None:
         stmt = stmt.where(Record.site_id.in_(sorted(allowed)))
-    rows = session.execute(stmt).all()
 
     def site_label(code: str) -> str:
         if audience.sites == "pseudonym":
             return pseudonyms.site(code)
         return ALL_SITES if audience.sites == "drop" else code
 
-    cases = {record_id: site_label(code) for record_id, code, *_ in rows}
-    forms = [(r[0], r[2], r[3], r[4], r[5]) for r in rows if r[2] is not None]
+    def kept(text: str | None, fields: list[str]) -> dict[str, Any]:
+        found = stored_json(text)
+        return {name: found[name] for name in fields if name in found}
+
+    # Streamed, and each form cut down to the fields the analysis reads as it comes: a large
+    # study's forms are never all held whole.
+    cases: dict[int, str] = {}
+    forms = []
+    for record_id, code, instrument, instance, data, missing in session.execute(
+            stmt.execution_options(yield_per=STREAM_ROWS)):
+        if record_id not in cases:
+            cases[record_id] = site_label(code)
+        if instrument is not None:
+            fields = read[instrument]
+            forms.append((record_id, instrument, instance, kept(data, fields), kept(missing, fields)))
     order = () if audience.sites == "drop" else tuple(sorted(set(cases.values())))
     return case_data_from_rows(study, cases.items(), forms, order)
 
