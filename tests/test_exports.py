@@ -26,7 +26,7 @@ from app.db import utcnow
 from app.exports import disclosure
 from app.exports.disclosure import ExportRefused
 from app.exports.formats import MissingCodes, arrow_schema, write_spss, write_stata
-from app.exports.plan import Column, Kind, Role, Table
+from app.exports.plan import Column, Kind, Plan, RecordView, Role, Table
 from app.exports.profiles import ProfileError, load_profiles
 from app.exports.pseudonyms import KEY_ENV, Pseudonymiser, PseudonymKeyError, load_key
 from app.exports.services import COMMAND_LINE, ExportJob, ExportScope, get_profile
@@ -501,3 +501,21 @@ def test_the_disclosure_check_remembers_combinations_without_changing_them(app, 
     assert first[0] == ("NTH", "1", "<28")  # site, sex, gestational age band
     assert first[cases.index(({"sex": "1", "ga_weeks": 24, "case_source": "3"}, {}))] is None  # published
     assert first[cases.index(({"sex": "1", "ga_weeks": 24, "case_source": "1"}, {"ga_weeks": "NR"}))][2] == "NR"
+
+
+def test_choice_columns_export_codes_as_numbers_even_one_the_definition_no_longer_lists(app):
+    """Choice codes are looked up, not parsed per cell; data saved under an earlier definition
+    may hold a code since removed, which must still be exported as its number, not dropped."""
+    study = current_study()
+    plan = Plan(study, get_profile("pooled_case_series"), None)
+    table = plan.main_table()
+    column = next(c for c in table.columns if c.role == Role.VALUE and c.kind == Kind.INTEGER and c.value_labels)
+    listed = column.value_labels[-1][0]
+    stored = [{column.field: listed}, {column.field: "97"}, {}]
+    views = []
+    for n, data in enumerate(stored):
+        form = FormRow(column.instrument, 1, data, {}, 2)
+        views.append(RecordView(key=f"P{n}", site="S1", forms={(column.instrument, 1): form},
+                                instances={column.instrument: [form]}))
+    cells = plan.block(table, views).values[table.columns.index(column)]
+    assert cells == [int(listed), 97, None]
