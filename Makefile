@@ -51,7 +51,7 @@ $(AXE): tests/browser-deps/package-lock.json
 	touch $@
 
 lint: install
-	$(BIN)/ruff check app tests bench
+	$(BIN)/ruff check app tests bench migrations
 
 ## lock: record the exact installed versions that `make audit` checks (commit requirements.lock)
 lock: install
@@ -72,7 +72,7 @@ audit: install
 
 ## test: install what the tests need and run the whole suite
 test: install browser-deps
-	$(BIN)/ruff check app tests
+	$(BIN)/ruff check app tests bench migrations
 	$(BIN)/bandit -q -r app --severity-level high
 	@$(MAKE) --no-print-directory audit
 	$(BIN)/pytest -q -n auto
