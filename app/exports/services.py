@@ -40,7 +40,7 @@ from app.exports.plan import Column, Plan, PlanError, Table
 from app.exports.prepare import Preparer
 from app.exports.profiles import Profile, ProfileError, load_profiles
 from app.exports.pseudonyms import Pseudonymiser, load_key
-from app.exports.source import count_records, instance_counts, iter_batches, site_counts
+from app.exports.source import count_records, instance_counts, iter_batches, iter_first_forms, site_counts
 from app.study.definition import Study
 
 PROFILES_EXTENSION = "casebook.export_profiles"
@@ -205,9 +205,8 @@ class ExportJob:
         return instance_counts(self.session, self.scope.site_ids, repeats)
 
     def _census(self, check: DisclosureCheck) -> DisclosureReport:
-        for batch in iter_batches(self.session, self.scope.site_ids, check.instruments):
-            for rec in batch:
-                check.add(rec.site_code, rec.forms)
+        for site_code, forms in iter_first_forms(self.session, self.scope.site_ids, check.instruments):
+            check.add(site_code, forms)
         return check.finish()
 
     @property

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import orjson
-from sqlalchemy import Connection, Select, Text, cast, func, select
+from sqlalchemy import Connection, Select, Text, and_, cast, func, select
 from sqlalchemy.orm import Session
 
 from app.auth.models import Site
@@ -66,7 +66,7 @@ def iter_batches(
     # Core, not the ORM session: these are plain column tuples, and the ORM's row
     # processing cost a tenth of a large export.
     connection = session.connection()
-    codes: dict[int, str] = {site_id: code for site_id, code in connection.execute(select(Site.id, Site.code))}
+    codes = _site_codes(connection)
     last_id = 0
     while True:
         heads = connection.execute(
@@ -104,6 +104,36 @@ def _read_forms(connection: Connection, batch: dict[int, SourceRecord], instrume
         rec = batch[record_id]
         rec.forms[(instrument, instance)] = form
         rec.instances.setdefault(instrument, []).append(form)
+
+
+def iter_first_forms(
+    session: Session, site_ids: Collection[int] | None, instruments: Collection[str]
+) -> Iterator[tuple[str, dict[tuple[str, int], FormRow]]]:
+    """Each live record's site code and its first instance of each named instrument, in
+    record-id order: what the disclosure census reads, from one streamed statement and
+    without building records (a third cheaper than reading batches of them)."""
+    connection = session.connection()
+    codes = _site_codes(connection)
+    first = and_(FormInstance.record_id == Record.id, FormInstance.instrument.in_(sorted(instruments)),
+                 FormInstance.instance == 1)
+    stmt = _live(select(Record.id, Record.site_id, FormInstance.instrument, DATA_TEXT, MISSING_TEXT,
+                        FormInstance.status).outerjoin(FormInstance, first), site_ids).order_by(Record.id)
+    new = tuple.__new__
+    last_id, site_code, forms = None, "", {}
+    for record_id, site_id, instrument, data, missing, status in connection.execute(
+            stmt.execution_options(yield_per=BATCH_SIZE)):
+        if record_id != last_id:
+            if last_id is not None:
+                yield site_code, forms
+            last_id, site_code, forms = record_id, codes[site_id], {}
+        if instrument is not None:
+            forms[(instrument, 1)] = new(FormRow, (instrument, 1, stored_json(data), stored_json(missing), status))
+    if last_id is not None:
+        yield site_code, forms
+
+
+def _site_codes(connection: Connection) -> dict[int, str]:
+    return {site_id: code for site_id, code in connection.execute(select(Site.id, Site.code))}
 
 
 def count_records(session: Session, site_ids: Collection[int] | None) -> int:
