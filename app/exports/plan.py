@@ -145,19 +145,28 @@ def fit_name(base: str, suffix: str = "") -> str:
 
 def day_of(value: Any) -> datetime | None:
     """Midnight of a stored date ('YYYY-MM-DD') or date-time ('YYYY-MM-DD HH:MM'); None if it is none."""
-    return _day_of_text(value) if value.__class__ is str else None
-
-
-@functools.lru_cache(maxsize=8192)
-def _day_of_text(text: str) -> datetime | None:
-    """Remembered as `_parse_text` is: each record's day 0 and birth date are one of these."""
-    moment = _parse_text(text)
+    if value.__class__ is not str:
+        return None
+    if len(value) == DATE_LENGTH:  # a date is its own midnight
+        return _parse_date(value)
+    moment = _parse_moment(value)
     return None if moment is None else moment.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
+#: 'YYYY-MM-DD'.
+DATE_LENGTH = 10
+
+
 @functools.lru_cache(maxsize=8192)
-def _parse_text(text: str) -> datetime | None:
-    """Remembered: a registry's dates repeat (a few thousand days), an export parses millions."""
+def _parse_date(text: str) -> datetime | None:
+    """Remembered: a registry's dates repeat (a few thousand days) and an export parses millions.
+    Date-times are not: they rarely repeat (one a minute), and remembering them only churned
+    the cache at 100,000 records."""
+    return _parse_moment(text)
+
+
+def _parse_moment(text: str) -> datetime | None:
+    """A stored date or date-time as a datetime (None: blank or not one)."""
     try:
         return datetime.fromisoformat(text) if text else None
     except ValueError:
@@ -222,9 +231,10 @@ class _Found:
         parsed once for all of a date's columns (its day and its age), which only read it."""
         found = self.moments_by_field.get(name)
         if found is None:
-            parse = _parse_text
-            found = self.moments_by_field[name] = [parse(v) if v.__class__ is str else None
-                                                   for v in self.values(name)]
+            date, moment, short = _parse_date, _parse_moment, DATE_LENGTH
+            found = self.moments_by_field[name] = [
+                (date(v) if len(v) == short else moment(v)) if v.__class__ is str else None
+                for v in self.values(name)]
         return found
 
 
