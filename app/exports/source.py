@@ -109,9 +109,9 @@ def _read_forms(connection: Connection, batch: dict[int, SourceRecord], instrume
 def iter_first_forms(
     session: Session, site_ids: Collection[int] | None, instruments: Collection[str]
 ) -> Iterator[tuple[str, dict[tuple[str, int], FormRow]]]:
-    """Each live record's site code and its first instance of each named instrument, in
-    record-id order: what the disclosure census reads, from one streamed statement and
-    without building records (a third cheaper than reading batches of them)."""
+    """Each live record's site code and its instance 1 of each named instrument (keyed as in
+    `SourceRecord.forms`), in record-id order: what the disclosure census reads, from one
+    streamed statement and without building records (a third cheaper than reading batches)."""
     connection = session.connection()
     codes = _site_codes(connection)
     first = and_(FormInstance.record_id == Record.id, FormInstance.instrument.in_(sorted(instruments)),
