@@ -21,7 +21,9 @@ import pyarrow.parquet as pq
 import pyreadstat
 import pytest
 import xmlschema
+from sqlalchemy import func, select
 
+from app.auth.models import Site
 from app.db import utcnow
 from app.exports import disclosure
 from app.exports.disclosure import ExportRefused
@@ -30,8 +32,9 @@ from app.exports.plan import Column, Kind, Plan, RecordView, Role, Table
 from app.exports.profiles import ProfileError, load_profiles
 from app.exports.pseudonyms import KEY_ENV, Pseudonymiser, PseudonymKeyError, load_key
 from app.exports.services import COMMAND_LINE, ExportJob, ExportScope, get_profile
-from app.exports.source import FormRow
+from app.exports.source import FormRow, iter_first_forms
 from app.extensions import db
+from app.records.models import Record
 from app.study import current_study
 from app.study.definition import MissingCode
 from tests.conftest import make_app
@@ -519,3 +522,23 @@ def test_choice_columns_export_codes_as_numbers_even_one_the_definition_no_longe
                                 instances={column.instrument: [form]}))
     cells = plan.block(table, views).values[table.columns.index(column)]
     assert cells == [int(listed), 97, None]
+
+
+def test_the_census_reads_each_live_record_of_its_sites_once_with_its_first_forms(demo):
+    """The disclosure census counts every live record of the scope exactly once, including a
+    record with no quasi-identifier form yet (blanks), and never a deleted record or another
+    site's."""
+    enrolled = add_record("NTH", {"enrolment": {"case_source": "1", "sex": "2", "ga_weeks": "39"}})
+    add_record("NTH", {})
+    gone = add_record("NTH", {"enrolment": {"case_source": "1", "sex": "1", "ga_weeks": "30"}})
+    add_record("RVH", {"enrolment": {"case_source": "1", "sex": "1", "ga_weeks": "30"}})
+    gone.deleted_at = utcnow()
+    db.session.flush()
+    nth = db.session.scalar(select(Site.id).where(Site.code == "NTH"))
+    live = db.session.scalar(select(func.count(Record.id)).where(Record.site_id == nth, Record.deleted_at.is_(None)))
+    read = list(iter_first_forms(db.session, {nth}, {"enrolment"}))
+    assert len(read) == live and {site for site, _ in read} == {"NTH"}
+    (_, first), (_, empty) = read[-2:]  # record-id order: the two live records just added
+    assert list(first) == [("enrolment", 1)] and first["enrolment", 1].data["sex"] == "2"
+    assert first["enrolment", 1].data["ga_weeks"] == 39 and enrolled.site_id == nth
+    assert empty == {}
