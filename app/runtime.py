@@ -1,7 +1,9 @@
-"""The garbage collector's settings for a long-running process once the app is loaded.
+"""The garbage collector in a long-running process: settled once the app is loaded, and
+paused while a batch of many acyclic objects is built.
 
 A gunicorn worker calls `settle_loaded_app` after loading (gunicorn.conf.py), and the
-benchmark does the same so that it measures what production runs.
+benchmark does the same so that it measures what production runs; the export reads its
+batches inside `collector_paused`.
 """
 
 from __future__ import annotations

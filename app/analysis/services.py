@@ -117,10 +117,11 @@ def _instruments(study: Study) -> set[str]:
     return {study.field(name).instrument for name in EXPECTED_TYPES}
 
 
-def _read_fields(study: Study, instrument: str) -> list[str]:
-    """The instrument's fields the analysis reads, in definition order: the frames hold these
-    only, so a large study's analysis keeps a few columns per case, not every field."""
-    return [f.name for f in study.instrument(instrument).data_fields if f.name in EXPECTED_TYPES]
+def _read_fields(study: Study) -> dict[str, list[str]]:
+    """Per instrument the analysis reads, the fields it reads, in definition order: the frames
+    hold these only, so a large study's analysis keeps a few columns per case, not every field."""
+    return {name: [f.name for f in study.instrument(name).data_fields if f.name in EXPECTED_TYPES]
+            for name in _instruments(study)}
 
 
 # -- the neutral data: what both the web page and the export bundle are turned into ---------------
@@ -170,8 +171,7 @@ def case_data_from_rows(study: Study, cases: Iterable[tuple[Any, str]],
     for key, instrument, instance, data, missing in forms:
         by_instrument.setdefault(instrument, []).append((key, instance, data or {}, missing or {}))
     result: dict[str, Forms] = {}
-    for name in _instruments(study):
-        fields = _read_fields(study, name)
+    for name, fields in _read_fields(study).items():
         rows = by_instrument.get(name)
         if not rows:
             result[name] = _empty_forms(fields)
@@ -190,7 +190,7 @@ def case_data_from_bundle(study: Study, plan: Plan, parquet_dir: Path) -> CaseDa
     """CaseData from an export bundle's Parquet tables (main table plus one per repeatable form):
     study IDs, site pseudonyms and days from day 0, exactly the rows the bundle ships."""
     main = plan.main_table()
-    read = {name: _read_fields(study, name) for name in _instruments(study)}
+    read = _read_fields(study)
 
     def wanted(columns: Sequence[Column]) -> list[str]:
         """The case's own columns (key, instance, site and its suppression marker) and, of the
@@ -302,7 +302,7 @@ def load_case_data(session: Session, study: Study, user: User, audience: Audienc
     """The cases `user` may see, in one query over records and the form instances the analysis
     reads (deleted records never count). Statisticians get record ids as keys, never labels."""
     allowed = _visible_site_ids(user)
-    read = {name: _read_fields(study, name) for name in _instruments(study)}
+    read = _read_fields(study)
     join = and_(FormInstance.record_id == Record.id, FormInstance.instrument.in_(sorted(read)))
     stmt = (select(Record.id, Site.code, FormInstance.instrument, FormInstance.instance, DATA_TEXT, MISSING_TEXT)
             .join(Site, Site.id == Record.site_id).outerjoin(FormInstance, join)
