@@ -29,6 +29,12 @@ PALETTE: tuple[str, ...] = (
 )
 #: Line styles cycled beside the colours, so series differ in more than colour alone.
 LINESTYLES: tuple[str, ...] = ("-", "--", "-.", ":")
+#: Past this many marks, a data layer goes into the SVG as an embedded picture instead of a vector
+#: shape per mark: 100,000 marks make tens of megabytes of SVG that a browser draws slowly and
+#: nobody reads mark by mark. Titles, axes and legend stay vector text either way.
+VECTOR_MARKS = 5000
+#: Resolution of such an embedded picture, and of a PNG download.
+DPI = 150
 
 
 def new_figure(title: str, xlabel: str, ylabel: str, *, width: float = 6.4,
@@ -49,6 +55,11 @@ def series_style(index: int) -> dict[str, str]:
     return {"color": PALETTE[index % len(PALETTE)], "linestyle": LINESTYLES[index % len(LINESTYLES)]}
 
 
+def rasterized(marks: int) -> bool:
+    """Whether a layer of `marks` marks is drawn as a picture in the SVG (see VECTOR_MARKS)."""
+    return marks > VECTOR_MARKS
+
+
 def to_svg(figure: Figure, alt: str) -> str:
     """The figure as an inline `<svg>` element with role="img", a <title> and a <desc>.
 
@@ -56,7 +67,7 @@ def to_svg(figure: Figure, alt: str) -> str:
     chart shows, in words and numbers), as an <img alt> would.
     """
     buffer = io.StringIO()
-    figure.savefig(buffer, format="svg", metadata={"Date": None})
+    figure.savefig(buffer, format="svg", metadata={"Date": None}, dpi=DPI)
     svg = buffer.getvalue()
     svg = svg[svg.index("<svg"):]  # drop the XML declaration and DOCTYPE: the SVG goes inline
     title = escape(figure.axes[0].get_title() if figure.axes else alt)
@@ -84,7 +95,7 @@ def _as_presentation_attributes(match: re.Match[str]) -> str:
     return " ".join(f'{name.strip()}="{value.strip()}"' for name, value in declarations)
 
 
-def to_png(figure: Figure, dpi: int = 150) -> bytes:
+def to_png(figure: Figure, dpi: int = DPI) -> bytes:
     """The figure as PNG bytes, for downloads and documents that cannot hold SVG."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})

@@ -16,8 +16,9 @@ from flask import current_app
 from sqlalchemy import select
 
 from app.auth.models import Site, User
+from app.exports.profiles import load_profiles
 from app.exports.pseudonyms import Pseudonymiser, load_key
-from app.exports.services import COMMAND_LINE, ExportJob, get_profile, resolve_scope
+from app.exports.services import COMMAND_LINE, ExportJob, ExportScope, get_profile, resolve_scope
 from app.extensions import db
 from app.records.models import Record
 from app.records.services import Actor, Submission, create_record, save_form
@@ -92,3 +93,19 @@ def export(tmp_path: Path, profile: str, site: str | None = None, name: str = "b
     out = tmp_path / f"{name}.zip"
     job.write(out, COMMAND_LINE)
     return Bundle.open(out)
+
+
+def write_profile(directory: Path, name: str, text: str) -> Path:
+    directory.mkdir(exist_ok=True)
+    path = directory / f"{name}.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def job_for(directory: Path, name: str) -> ExportJob:
+    profile = load_profiles(directory, current_study())[name]
+    return ExportJob(db.session, current_study(), ExportScope(profile))
+
+
+#: The statisticians' default profile, for tests that vary it.
+POOLED = (Path(__file__).resolve().parent.parent / "exports" / "pooled_case_series.yaml").read_text()

@@ -13,6 +13,7 @@ from types import MappingProxyType
 import pandas as pd
 import pytest
 
+from app import charts
 from app.analysis.services import (
     AnalysisDefinitionError,
     Audience,
@@ -20,10 +21,11 @@ from app.analysis.services import (
     case_data_from_rows,
     check_definition,
 )
+from app.exports.services import COMMAND_LINE
 from app.extensions import db
 from app.records.services import Submission, delete_record, restore_record, save_form
 from app.study import current_study
-from tests.exports_support import add_record, admin, export, pseudonyms
+from tests.exports_support import POOLED, Bundle, add_record, admin, export, job_for, pseudonyms, write_profile
 
 # -- reading the rendered tables back ------------------------------------------------------------
 
@@ -149,6 +151,40 @@ def test_pooled_export_carries_the_same_analysis(demo, tmp_path):
     assert html.count("<svg") == 4 and "<title>Time from presentation to complete resolution</title>" in html
     assert "<script" not in html and "<link" not in html and "src=" not in html
     assert "KMU" not in html and not re.search(r"\b(19|20)\d\d-\d\d-\d\d\b", html)
+
+
+def test_a_bundle_with_shifted_dates_gives_the_same_analysis(censored, tmp_path):
+    """Dates shifted by a secret offset instead of made relative: the bundle holds calendar dates,
+    and the censored cases' follow-up times and the imaging days are the same intervals."""
+    write_profile(tmp_path / "profiles", "shifted", POOLED.replace(
+        "  mode: relative\n  anchor: [infusion_start, extravasation_date, lesion_date]\n", "  mode: shift\n"))
+    job_for(tmp_path / "profiles", "shifted").write(tmp_path / "shifted.zip", COMMAND_LINE)
+    shifted = Page(Bundle.open(tmp_path / "shifted.zip").members["analysis.html"].decode("utf-8"))
+    relative = Page(export(tmp_path, "pooled_case_series").members["analysis.html"].decode("utf-8"))
+    assert shifted.figures == relative.figures and shifted.parsed.rows == relative.parsed.rows
+    assert shifted.figures["Median time from presentation to complete resolution"] == "30 days"
+    assert shifted.cell("Overall", "All cases", "Censored") == "2"
+    described = re.compile(r"<desc>([^<]*)</desc>")
+    assert described.findall(shifted.html) == described.findall(relative.html)
+    assert "5 imaging studies of 5 cases, from day 10 to day 10" in shifted.html
+
+
+def test_checkbox_counts_agree_between_the_page_and_the_bundle(demo, tmp_path, as_user):
+    """A checkbox's options are counted per ticked code, several per case, on the page (stored
+    lists) and in the bundle (a 0/1 column per option) alike; nothing ticked is not entered."""
+    for ticked in (["1", "2"], ["2"], None):
+        outcome = {"complete_resolution": "0"} | ({"complications": ticked} if ticked else {})
+        add_record("NTH", {"enrolment": {"case_source": "1", "sex": "2"}, "outcome": outcome})
+    db.session.commit()
+    shown = page_for(as_user("admin"))
+    bundle = Page(export(tmp_path, "pooled_case_series").members["analysis.html"].decode("utf-8"))
+    for page in (shown, bundle):
+        assert page.cell("Complications", "Scar", "All sites") == "1 (17%)"
+        assert page.cell("Complications", "Contracture", "All sites") == "2 (33%)"
+        assert page.cell("Complications", "Functional limitation", "All sites") == "0"
+        assert page.cell("Complications", "None", "All sites") == "3 (50%)"
+        assert page.cell("Complications", "Not entered", "All sites") == "1 (17%)"
+        assert page.figures["Cases with any complication"] == "2 of 6"
 
 
 def test_site_full_bundles_have_no_analysis(demo, tmp_path):
@@ -292,6 +328,25 @@ def test_page_embeds_every_plot_with_alt_text(censored, as_user):
     # The published cases give no imaging date; the NTH cases were imaged on day 10 at 9 mm.
     assert "nothing to plot yet" in alts("investigator")[3]
     assert alts("coordinator_nth")[3].startswith("5 imaging studies of 5 cases, from day 10 to day 10")
+
+
+def test_dense_plot_layers_are_one_picture_in_the_svg(censored, as_user, monkeypatch):
+    """Past VECTOR_MARKS marks a plot's data layer is embedded as a picture (an SVG of 100,000
+    vector marks is tens of megabytes); title, axes and text alternative stay as they were. The
+    picture is made whatever the number of marks, so the test lowers the threshold."""
+    client = as_user("coordinator_nth")
+    vector = client.get("/analysis/plots/nodule-size.svg").get_data(as_text=True)
+    assert "<image" not in vector
+    monkeypatch.setattr(charts, "VECTOR_MARKS", 1)
+    dense = analyse(current_study(), case_data_from_rows(current_study(), [(n, "X") for n in range(3)], [
+        (n, "imaging_followup", i, {"imaging_date": f"2025-03-{10 + i:02}", "imaging_calcification": "1",
+                                    "imaging_size_mm": 9 - i}, {})
+        for n in range(3) for i in (1, 2)] + [(n, "lesion_presentation", 1, {"lesion_date": "2025-03-01"}, {})
+                                               for n in range(3)], ["X"]), Audience())
+    svg = dense.chart("nodule-size").svg()
+    assert svg.count("<image") == 1  # tracks and markers, adjacent layers, in one picture
+    assert re.search(r"<title>[^<]+ at imaging follow-up</title>", svg)
+    assert "6 imaging studies of 3 cases, from day 10 to day 11" in svg
 
 
 def test_navigation_links_the_analysis(as_user):

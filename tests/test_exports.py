@@ -31,14 +31,14 @@ from app.exports.formats import MissingCodes, arrow_schema, write_spss, write_st
 from app.exports.plan import Column, Kind, Plan, RecordView, Role, Table
 from app.exports.profiles import ProfileError, load_profiles
 from app.exports.pseudonyms import KEY_ENV, Pseudonymiser, PseudonymKeyError, load_key
-from app.exports.services import COMMAND_LINE, ExportJob, ExportScope, get_profile
+from app.exports.services import COMMAND_LINE, get_profile
 from app.exports.source import FormRow, iter_first_forms
 from app.extensions import db
 from app.records.models import Record
 from app.study import current_study
 from app.study.definition import MissingCode
 from tests.conftest import make_app
-from tests.exports_support import Bundle, add_record, export, pseudonyms
+from tests.exports_support import POOLED, Bundle, add_record, export, job_for, pseudonyms, write_profile
 
 ODM_NS = {"odm": "http://www.cdisc.org/ns/odm/v1.3"}
 SENTINEL = {"UNK": -999991.0, "NR": -999992.0, "NA": -999993.0, "NASK": -999994.0, "SUPP": -999995.0}
@@ -277,21 +277,6 @@ def test_site_full_keeps_identifiers_of_one_site_with_a_column_per_instance(demo
 
 
 # -- profiles read from files --------------------------------------------------------------------
-
-
-def write_profile(directory: Path, name: str, text: str) -> Path:
-    directory.mkdir(exist_ok=True)
-    path = directory / f"{name}.yaml"
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def job_for(directory: Path, name: str) -> ExportJob:
-    profile = load_profiles(directory, current_study())[name]
-    return ExportJob(db.session, current_study(), ExportScope(profile))
-
-
-POOLED = (Path(__file__).resolve().parent.parent / "exports" / "pooled_case_series.yaml").read_text()
 
 
 def test_shifted_dates_keep_intervals_in_a_long_table(demo, tmp_path):

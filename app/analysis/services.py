@@ -24,6 +24,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from flask import render_template
 from lifelines import KaplanMeierFitter
 from lifelines.utils import median_survival_times
@@ -33,10 +36,11 @@ from sqlalchemy.orm import Session
 
 from app.auth.models import Site, User
 from app.auth.permissions import Action, site_ids_for
-from app.charts import new_figure, series_style, to_png, to_svg
+from app.charts import new_figure, rasterized, series_style, to_png, to_svg
 from app.errors import NotFoundError, PermissionDenied
 from app.exports.disclosure import SUPPRESSED
-from app.exports.plan import Column, Plan, Role
+from app.exports.plan import Plan, Role
+from app.exports.plan import Table as ExportTable
 from app.exports.profiles import Profile
 from app.exports.pseudonyms import Pseudonymiser
 from app.exports.source import DATA_TEXT, MISSING_TEXT, stored_json
@@ -126,12 +130,19 @@ def _read_fields(study: Study) -> dict[str, list[str]]:
 
 # -- the neutral data: what both the web page and the export bundle are turned into ---------------
 
+#: Joins a checkbox's ticked codes into one category (the loader lets no choice code hold a comma).
+TICKED_SEPARATOR = ","
+
 
 @dataclass(frozen=True, slots=True)
 class Forms:
     """One instrument's saved instances: `values` and `codes` (missing-data codes) share the index
-    (key, instance) and have a column per field. Dates are day numbers on an arbitrary origin
-    (only differences are used), so calendar dates never reach the statistics."""
+    (key, instance) and have a column per field.
+
+    Columns are compact, so a large study costs a few bytes per cell: numbers and dates as floats
+    (dates as day numbers on an arbitrary origin: only differences are used, so calendar dates
+    never reach the statistics), a choice's code and a missing-data code as categories, and a
+    checkbox's ticked codes joined into one category."""
 
     values: pd.DataFrame
     codes: pd.DataFrame
@@ -139,7 +150,7 @@ class Forms:
 
 @dataclass(frozen=True, slots=True)
 class CaseData:
-    """Every case in scope: `sites` maps each case key to its site's label (in display order),
+    """Every case in scope: `sites` maps each case key to its site's label (a category),
     `forms` holds the instruments the analysis reads."""
 
     sites: pd.Series
@@ -148,16 +159,38 @@ class CaseData:
     site_order: tuple[str, ...] = ()
 
 
-def _empty_forms(fields: Sequence[str]) -> Forms:
-    index = pd.MultiIndex.from_arrays([[], []], names=["key", "instance"])
-    return Forms(pd.DataFrame(index=index, columns=list(fields), dtype=object),
-                 pd.DataFrame(index=index, columns=list(fields), dtype=object))
+Compact = np.ndarray | pd.Categorical
 
 
-def _day_numbers(texts: pd.Series) -> pd.Series:
-    """ISO dates or date-times as days since 1970-01-01 (fractions for the time of day)."""
-    moments = pd.to_datetime(texts, errors="coerce", format="mixed")
-    return (moments - pd.Timestamp(0)) / pd.Timedelta(days=1)
+def _numbers(f: Field, cells: pd.Series) -> np.ndarray:
+    """A number or date field's cells as floats; dates (ISO text or date objects) as days since
+    1970-01-01, with fractions for the time of day."""
+    if f.type in ("date", "datetime"):
+        moments = pd.to_datetime(cells, errors="coerce", format="mixed")
+        return ((moments - pd.Timestamp(0)) / pd.Timedelta(days=1)).to_numpy(dtype=float)
+    return pd.to_numeric(cells, errors="coerce").to_numpy(dtype=float)
+
+
+def _typed(f: Field, cells: list[Any]) -> Compact:
+    """One field's cells as the form_instance table stores them (text, numbers, lists of ticked
+    codes, None for blank) as a compact column."""
+    if f.type == "checkbox":
+        return pd.Categorical([TICKED_SEPARATOR.join(ticked) if ticked else None for ticked in cells])
+    if f.choices:
+        return pd.Categorical(cells)
+    return _numbers(f, pd.Series(cells, dtype=object))
+
+
+def _forms(study: Study, fields: Sequence[str], index: pd.MultiIndex, values: dict[str, Compact],
+           codes: dict[str, Compact]) -> Forms:
+    """Forms with a column for every field read; a field with no column is blank throughout."""
+    blanks = [None] * len(index)
+    return Forms(
+        pd.DataFrame({name: values[name] if name in values else _typed(study.field(name), blanks)
+                      for name in fields}, index=index, columns=list(fields)),
+        pd.DataFrame({name: codes.get(name, pd.Categorical(blanks)) for name in fields},
+                     index=index, columns=list(fields)),
+    )
 
 
 def case_data_from_rows(study: Study, cases: Iterable[tuple[Any, str]],
@@ -166,87 +199,115 @@ def case_data_from_rows(study: Study, cases: Iterable[tuple[Any, str]],
     """CaseData from stored rows: (key, site label) per case and (key, instrument, instance,
     data, missing) per form instance, as the form_instance table holds them."""
     case_list = list(cases)
-    sites = pd.Series([s for _, s in case_list], index=pd.Index([k for k, _ in case_list], name="key"), dtype=object)
+    sites = pd.Series(pd.Categorical([s for _, s in case_list]),
+                      index=pd.Index([k for k, _ in case_list], name="key"))
     by_instrument: dict[str, list[tuple[Any, int, dict[str, Any], dict[str, str]]]] = {}
     for key, instrument, instance, data, missing in forms:
         by_instrument.setdefault(instrument, []).append((key, instance, data or {}, missing or {}))
     result: dict[str, Forms] = {}
     for name, fields in _read_fields(study).items():
-        rows = by_instrument.get(name)
-        if not rows:
-            result[name] = _empty_forms(fields)
-            continue
-        index = pd.MultiIndex.from_tuples([(k, i) for k, i, _, _ in rows], names=["key", "instance"])
-        values = pd.DataFrame.from_records([d for _, _, d, _ in rows], index=index, columns=fields)
-        codes = pd.DataFrame.from_records([m for _, _, _, m in rows], index=index, columns=fields)
-        for field_name in fields:
-            if study.field(field_name).type in ("date", "datetime"):
-                values[field_name] = _day_numbers(values[field_name])
-        result[name] = Forms(_blanks_as_none(values), _blanks_as_none(codes))
+        rows = by_instrument.get(name, [])
+        index = pd.MultiIndex.from_arrays([[k for k, *_ in rows], [i for _, i, *_ in rows]], names=["key", "instance"])
+        values = {n: _typed(study.field(n), [d.get(n) for _, _, d, _ in rows]) for n in fields}
+        codes = {n: pd.Categorical([m.get(n) for *_, m in rows]) for n in fields}
+        result[name] = _forms(study, fields, index, values, codes)
     return CaseData(sites, result, tuple(site_order))
 
 
 def case_data_from_bundle(study: Study, plan: Plan, parquet_dir: Path) -> CaseData:
     """CaseData from an export bundle's Parquet tables (main table plus one per repeatable form):
-    study IDs, site pseudonyms and days from day 0, exactly the rows the bundle ships."""
+    site pseudonyms and days from day 0, exactly the rows the bundle ships. Cases are numbered
+    in the order of their study IDs, which are not kept."""
     main = plan.main_table()
     read = _read_fields(study)
 
-    def wanted(columns: Sequence[Column]) -> list[str]:
+    def load(table: ExportTable) -> pa.Table:
         """The case's own columns (key, instance, site and its suppression marker) and, of the
         instruments read, their status and the columns of the fields read."""
-        return [c.name for c in columns
-                if c.role in (Role.KEY, Role.INSTANCE, Role.SITE) or (c.role == Role.MISSING and c.field is None)
-                or (c.instrument in read and (c.role == Role.STATUS or c.field in read[c.instrument]))]
+        return pq.read_table(parquet_dir / f"{table.name}.parquet", columns=[
+            c.name for c in table.columns
+            if c.role in (Role.KEY, Role.INSTANCE, Role.SITE) or (c.role == Role.MISSING and c.field is None)
+            or (c.instrument in read and (c.role == Role.STATUS or c.field in read[c.instrument]))])
 
-    frame = pd.read_parquet(parquet_dir / f"{main.name}.parquet", columns=wanted(main.columns))
+    frame = load(main)
     key = main.key[0]
-    frame = frame.set_index(key)
+    # Study IDs stay in Arrow: a case is its ID's position in sorted order.
+    ids = pc.unique(frame.column(key)).sort()
+    index = pd.Index(pc.index_in(frame.column(key), value_set=ids).to_numpy(), name="key")
     site_column = next((c for c in main.columns if c.role == Role.SITE), None)
     if site_column is None:
-        sites = pd.Series(ALL_SITES, index=frame.index, dtype=object)
+        sites = pd.Series(pd.Categorical([ALL_SITES] * len(index)), index=index)
     else:
-        suppressed = frame["site_miss"].notna() if "site_miss" in frame else pd.Series(False, index=frame.index)
-        sites = frame[site_column.name].where(~suppressed, _code_label(study, SUPPRESSED.code)).astype(object)
-    sites.index.name = "key"
+        labels = frame.column(site_column.name)
+        if "site_miss" in frame.column_names:
+            labels = pc.if_else(frame.column("site_miss").is_valid(), _code_label(study, SUPPRESSED.code), labels)
+        sites = pd.Series(_categories(labels), index=index)
     result: dict[str, Forms] = {}
     for name, fields in read.items():
         table = next((t for t in plan.tables if t.instrument == name), None)
-        if table is None:
-            part = frame.assign(instance=1).set_index("instance", append=True)
-            columns = [c for c in main.columns if c.instrument == name]
-        else:
-            part = pd.read_parquet(parquet_dir / f"{table.name}.parquet",
-                                   columns=wanted(table.columns)).set_index([key, "instance"])
-            columns = [c for c in table.columns if c.instrument == name]
+        part = frame if table is None else load(table)
+        columns = [c for c in (main if table is None else table).columns if c.instrument == name]
         status = next(c.name for c in columns if c.role == Role.STATUS)
-        part = part[part[status].notna()]
-        part.index.names = ["key", "instance"]
-        values = pd.DataFrame(index=part.index, columns=fields, dtype=object)
-        codes = pd.DataFrame(index=part.index, columns=fields, dtype=object)
-        ticked: dict[str, list[pd.Series]] = {}
+        part = part.filter(part.column(status).is_valid())
+        instances = np.ones(part.num_rows, dtype=np.int64) if table is None else part.column("instance").to_numpy()
+        forms_index = pd.MultiIndex.from_arrays([pc.index_in(part.column(key), value_set=ids).to_numpy(), instances],
+                                                names=["key", "instance"])
+        values: dict[str, Compact] = {}
+        codes: dict[str, Compact] = {}
+        ticked: dict[str, list[tuple[str, np.ndarray]]] = {}
         for column in columns:
-            if column.field is None or column.field not in values:
+            if column.field not in fields:
                 continue
-            cells = part[column.name]
+            cells = part.column(column.name)
             if column.role == Role.MISSING:
-                codes[column.field] = cells.astype(object)
+                codes[column.field] = _categories(cells)
             elif column.role == Role.CHOICE:
-                ticked.setdefault(column.field, []).append(cells.eq(1).map({True: column.choice, False: None}))
-            elif column.role in (Role.VALUE, Role.DAY):
-                f = study.field(column.field)
-                values[column.field] = cells.map(_choice_code) if f.choices else cells.astype(object)
-        for checkbox, parts in ticked.items():
-            values[checkbox] = [[c for c in row if c] or None for row in zip(*parts, strict=True)]
-        result[name] = Forms(_blanks_as_none(values), _blanks_as_none(codes))
+                ticked.setdefault(column.field, []).append((column.choice, pc.equal(cells, 1).fill_null(False)))
+            elif column.role in (Role.VALUE, Role.DAY, Role.SHIFTED):
+                values[column.field] = _bundle_values(study.field(column.field), column.role, cells)
+        for checkbox, options in ticked.items():
+            values[checkbox] = _combinations(options)
+        result[name] = _forms(study, fields, forms_index, values, codes)
     order = tuple(sorted(sites.unique())) if site_column is not None else ()
     return CaseData(sites, result, order)
 
 
-def _choice_code(value: Any) -> str | None:
-    """A choice as its code: Parquet holds numeric codes as integers."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return None
+def _categories(cells: pa.ChunkedArray) -> pd.Categorical:
+    """An Arrow column as categories, without a Python object per cell."""
+    return cells.dictionary_encode().to_pandas().array
+
+
+def _combinations(options: list[tuple[str, pa.ChunkedArray]]) -> pd.Categorical:
+    """A checkbox's choice columns (a choice code and whether each case ticked it) as `_typed`
+    makes a checkbox: each case's ticked codes, joined, as categories."""
+    bits = np.zeros(len(options[0][1]), dtype=np.int64)
+    for position, (_, hits) in enumerate(options):
+        bits |= hits.to_numpy().astype(np.int64) << position
+    found, cells = np.unique(bits, return_inverse=True)
+    labels = [TICKED_SEPARATOR.join(code for position, (code, _) in enumerate(options) if combination >> position & 1)
+              for combination in found.tolist()]
+    # Nothing ticked is blank (code -1), as in the form_instance table, where it is no value at all.
+    blank = labels.index("") if "" in labels else None
+    if blank is not None:
+        cells = np.where(cells == blank, -1, cells - (cells > blank))
+        del labels[blank]
+    return pd.Categorical.from_codes(cells, categories=labels)
+
+
+def _bundle_values(f: Field, role: Role, cells: pa.ChunkedArray) -> Compact:
+    """A value column of the bundle as `_typed` makes it: Parquet holds choice codes as integers
+    (text codes as text) and dates as days from day 0 (DAY) or as dates, shifted (SHIFTED) or
+    not (VALUE)."""
+    if f.choices:
+        found = _categories(cells)
+        return found.rename_categories([_choice_code(c) for c in found.categories])
+    if role == Role.DAY:
+        return cells.to_pandas().to_numpy(dtype=float)
+    return _numbers(f, cells.to_pandas())
+
+
+def _choice_code(value: Any) -> str:
+    """A choice as its code: Parquet holds numeric codes as integers (floats where blanks are)."""
     return str(int(value)) if isinstance(value, (int, float, np.integer, np.floating)) else str(value)
 
 
@@ -410,28 +471,37 @@ def _cases(study: Study, data: CaseData) -> _Cases:
     index = data.sites.index
     values, codes = [], []
     for name, forms in sorted(data.forms.items()):
-        if study.instrument(name).repeatable:
-            if name != study.field(DRUG).instrument:
-                continue
-            first = forms.values.sort_index().groupby(level="key").head(1).index
-        else:
-            first = forms.values.index[forms.values.index.get_level_values("instance") == 1]
-        values.append(forms.values.loc[first].droplevel("instance").reindex(index))
-        codes.append(forms.codes.loc[first].droplevel("instance").reindex(index))
-    cases = _Cases(*(_blanks_as_none(pd.concat(frames, axis=1)) for frames in (values, codes)))
+        if study.instrument(name).repeatable and name != study.field(DRUG).instrument:
+            continue
+        first = _first_instances(forms.values.index)
+        values.append(forms.values.iloc[first].droplevel("instance").reindex(index))
+        codes.append(forms.codes.iloc[first].droplevel("instance").reindex(index))
+    cases = _Cases(pd.concat(values, axis=1), pd.concat(codes, axis=1))
     cases.groups = [(site, data.sites.eq(site)) for site in data.site_order]
     if len(data.site_order) != 1:
         cases.groups.append((ALL_SITES, pd.Series(True, index=index)))
     return cases
 
 
-def _blanks_as_none(frame: pd.DataFrame) -> pd.DataFrame:
-    """Blanks as None whatever pandas made of them (NaN after a reindex), so `is None` checks hold."""
-    return frame.astype(object).where(frame.notna(), None)
+def _first_instances(index: pd.MultiIndex) -> np.ndarray:
+    """Positions of each case's first (lowest-numbered) instance, found by sorting positions
+    rather than the frame: instance 1 of a single form, the first infusion of the exposures."""
+    keys = index.get_level_values("key").to_numpy()
+    order = np.lexsort((index.get_level_values("instance").to_numpy(), keys))
+    ordered = keys[order]
+    return order[np.concatenate(([True], ordered[1:] != ordered[:-1]))] if len(order) else order
 
 
-def _ticked(value: Any, code: str) -> bool:
-    return isinstance(value, list) and code in value
+def _objects(column: pd.Series) -> pd.Series:
+    """A column as objects with blanks as None (whatever pandas made of them), for `is None` checks."""
+    return column.astype(object).where(column.notna(), None)
+
+
+def _ticked(column: pd.Series, test: Callable[[list[str]], bool]) -> pd.Series:
+    """Per case, `test` of the codes ticked in a checkbox column (False for a blank), computed once
+    per combination of ticked codes rather than once per case."""
+    hits = np.array([test(combination.split(TICKED_SEPARATOR)) for combination in column.cat.categories] + [False])
+    return pd.Series(hits[column.cat.codes.to_numpy()], index=column.index, dtype=bool)
 
 
 def _code_label(study: Study, code: str) -> str:
@@ -516,7 +586,7 @@ class _Summariser:
         values = self.cases.values[name]
         numbers = None
         if f.type == "checkbox":
-            hits = [(c.label, values.map(lambda v, code=c.code: _ticked(v, code))) for c in f.choices]
+            hits = [(c.label, _ticked(values, lambda ticked, code=c.code: code in ticked)) for c in f.choices]
         elif f.choices:
             hits = [(c.label, values.eq(c.code)) for c in f.choices]
         else:
@@ -606,7 +676,7 @@ def _group_labels(study: Study, cases: _Cases, name: str, cuts: Sequence[float] 
     f = study.field(name)
     values, codes = cases.values[name], cases.codes[name]
     if f.choices:
-        labels = values.map(lambda v: f.choice_label(v) if v is not None else None)
+        labels = _objects(values).map(lambda v: f.choice_label(v) if v is not None else None)
     else:
         numbers = pd.to_numeric(values, errors="coerce")
         units = f" {f.units}" if f.units else ""
@@ -615,7 +685,7 @@ def _group_labels(study: Study, cases: _Cases, name: str, cuts: Sequence[float] 
                  *(f"{_number(a)} to < {_number(b)}{units}" for a, b in itertools.pairwise(cuts)),
                  f"≥ {_number(cuts[-1])}{units}"]
         labels = pd.cut(numbers, edges, right=False, labels=names).astype(object).where(numbers.notna(), None)
-    coded = codes.map(lambda c: _code_label(study, c) if c else None)
+    coded = _objects(codes).map(lambda c: _code_label(study, c) if c else None)
     return labels.fillna(coded).fillna(NOT_ENTERED)
 
 
@@ -651,10 +721,12 @@ def _km_chart(name: str, title: str, fitted: Fitted, audience: Audience, *, band
                 ci = fit.confidence_interval_
                 axes.fill_between(ci.index, ci.iloc[:, 0], ci.iloc[:, 1], step="post", alpha=0.15,
                                   color=style["color"], label=f"{label}: 95% confidence band")
-            censored = fit.durations[~fit.event_observed.astype(bool)]
+            # Each time once: censored cases at the same time are one mark on the curve.
+            censored = np.unique(fit.durations[~fit.event_observed.astype(bool)])
             if len(censored):
                 axes.plot(censored, fit.survival_function_at_times(censored).values, linestyle="none",
-                          marker="|", markersize=10, color=style["color"], label=f"{label}: censored")
+                          marker="|", markersize=10, color=style["color"], label=f"{label}: censored",
+                          rasterized=rasterized(len(censored)))
         axes.set_ylim(0, 1.05)
         axes.set_xlim(left=0)
         if fits:
@@ -731,13 +803,15 @@ def _size_chart(study: Study, data: CaseData, cases: _Cases, audience: Audience)
         breaks = tracks["key"].ne(tracks["key"].shift()).to_numpy()
         days = np.insert(tracks["day"].to_numpy(float), np.flatnonzero(breaks), np.nan)
         sizes = np.insert(tracks["size"].to_numpy(float), np.flatnonzero(breaks), np.nan)
-        axes.plot(days, sizes, color=style["color"], alpha=0.5, linewidth=1)
-        present = points[~points["absent"]]
+        dense = rasterized(len(days))
+        axes.plot(days, sizes, color=style["color"], alpha=0.5, linewidth=1, rasterized=dense)
+        # Each (day, size) once: the studies that share one are one mark.
+        present = points.loc[~points["absent"], ["day", "size"]].drop_duplicates()
         axes.plot(present["day"], present["size"], linestyle="none", marker="o", color=style["color"],
-                  label="Calcification measured")
-        absent = points[points["absent"]]
+                  label="Calcification measured", rasterized=dense)
+        absent = points.loc[points["absent"], ["day", "size"]].drop_duplicates()
         axes.plot(absent["day"], absent["size"], linestyle="none", marker="o", markerfacecolor="none",
-                  color=series_style(1)["color"], label="No calcification (0)")
+                  color=series_style(1)["color"], label="No calcification (0)", rasterized=dense)
         axes.set_xlim(left=0)
         axes.set_ylim(bottom=0)
         if points.empty:
@@ -785,8 +859,8 @@ def analyse(study: Study, data: CaseData, audience: Audience) -> Analysis:
     )
     n = len(cases.values)
     resolved = int(cases.values[RESOLVED].eq(YES).sum())
-    complicated = int(cases.values[COMPLICATIONS].map(
-        lambda v: any(_ticked(v, c) for c in study.field(COMPLICATIONS).choice_codes if c != NO_COMPLICATION)).sum())
+    complications = set(study.field(COMPLICATIONS).choice_codes) - {NO_COMPLICATION}
+    complicated = int(_ticked(cases.values[COMPLICATIONS], lambda ticked: not complications.isdisjoint(ticked)).sum())
     median, ci = _median_text(overall) if overall is not None and not audience.hides(len(overall.durations)) \
         else (audience.count(len(survival.durations)) if len(survival.durations) else "no case", NO_VALUE)
     exposures = data.forms[drug.instrument].values
