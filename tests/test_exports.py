@@ -25,7 +25,7 @@ from sqlalchemy import func, select
 
 from app.auth.models import Site
 from app.db import utcnow
-from app.exports import disclosure
+from app.exports import disclosure, stata
 from app.exports.disclosure import ExportRefused
 from app.exports.formats import MissingCodes, arrow_schema, write_spss, write_stata
 from app.exports.plan import Column, Kind, Plan, RecordView, Role, Table
@@ -468,6 +468,59 @@ def test_stata_and_spss_read_columns_whose_first_hundred_rows_are_blank_or_coded
     assert pd.isna(spss.loc[0, "size_mm"])
     assert spss.loc[140, "seen"] == date(2024, 2, 29) and pd.isna(spss.loc[0, "seen"])
     assert spss.loc[149, "late_age"] == 12 and spss.loc[0, "late_age"] == missing.spss["UNK"]
+
+
+def test_stata_files_are_written_a_batch_at_a_time_with_long_text(tmp_path, monkeypatch):
+    """The .dta writer streams rows in batches (two rows here, so every batch boundary is
+    crossed): text past 2,045 bytes becomes a strL, accented text keeps its characters, and
+    labels, tags, dates and date-times read back the same in pandas and in pyreadstat."""
+    monkeypatch.setattr(stata, "ROWS", 2)
+    table = Table("wide", "Wide \u00e9t\u00e9", (
+        Column("note", "Note", Kind.STRING, Role.VALUE),
+        Column("town", "Town", Kind.STRING, Role.VALUE),
+        Column("sex", "Sex", Kind.INTEGER, Role.VALUE, codes=("NR",), value_labels=(("1", "Male"), ("2", "Female"))),
+        Column("size_mm", "Size", Kind.NUMBER, Role.VALUE, codes=("NR", "UNK")),
+        Column("seen", "Seen", Kind.DATE, Role.VALUE),
+        Column("at", "At", Kind.DATETIME, Role.VALUE),
+    ), ())
+    long_note = "\u00e9" * 1500  # 3,000 bytes
+    notes = [long_note, None, "short", "", long_note + "!"]
+    towns = ["Z\u00fcrich", None, "Ume\u00e5", "Lyon", "Kyiv"]
+    sexes, sex_codes = [1, None, 2, None, 1], [None, "NR", None, None, None]
+    sizes, size_codes = [2.5, None, None, 0.0, 12.25], [None, None, "UNK", None, "NR"]
+    seen = [date(2024, 2, 29), None, date(1959, 12, 31), date(1960, 1, 1), None]
+    at = [datetime(2021, 3, 5, 14, 30), None, None, datetime(1960, 1, 1, 0, 1), None]
+    values_path, codes_path = tmp_path / "wide.parquet", tmp_path / "wide.codes.parquet"
+    pq.write_table(pa.Table.from_arrays(
+        [pa.array(notes), pa.array(towns), pa.array(sexes, pa.int64()), pa.array(sizes), pa.array(seen, pa.date32()),
+         pa.array(at, pa.timestamp("s"))], schema=arrow_schema(table)), values_path)
+    pq.write_table(pa.table({"sex": pa.array(sex_codes, pa.string()), "size_mm": pa.array(size_codes, pa.string())}),
+                   codes_path)
+    missing = MissingCodes([MissingCode("UNK", "Unknown"), MissingCode("NR", "Not reported")])
+    out = tmp_path / "wide.dta"
+    write_stata(values_path, codes_path, out, table, missing, "Wide \u00e9t\u00e9")
+
+    frame = pd.read_stata(out, convert_categoricals=False)
+    assert frame["note"].tolist() == [long_note, "", "short", "", long_note + "!"]
+    assert frame["town"].tolist() == ["Z\u00fcrich", "", "Ume\u00e5", "Lyon", "Kyiv"]
+    assert frame["seen"].tolist()[:4] == [pd.Timestamp("2024-02-29"), pd.NaT, pd.Timestamp("1959-12-31"),
+                                          pd.Timestamp("1960-01-01")]
+    assert frame.loc[0, "at"] == pd.Timestamp("2021-03-05 14:30")
+    assert frame.loc[3, "at"] == pd.Timestamp("1960-01-01 00:01") and pd.isna(frame.loc[1, "at"])
+    tagged = pd.read_stata(out, convert_missing=True, convert_dates=False, convert_categoricals=False)
+    assert [str(v) for v in tagged["size_mm"]] == ["2.5", ".", ".a", "0.0", ".b"]
+    assert [str(v) for v in tagged["sex"]] == ["1.0", ".b", "2.0", ".", "1.0"]
+    with pd.io.stata.StataReader(out) as reader:
+        reader.read()
+        assert reader.data_label == "Wide \u00e9t\u00e9"
+        assert reader.variable_labels() == {"note": "Note", "town": "Town", "sex": "Sex", "size_mm": "Size",
+                                            "seen": "Seen", "at": "At"}
+        # .b (Not reported) is stored as the int32 2147483623, which pandas shows as such.
+        assert reader.value_labels() == {"sex": {1: "Male", 2: "Female", 2147483623: "Not reported"}}
+    data, meta = pyreadstat.read_dta(str(out), user_missing=True)
+    assert data["note"].tolist()[4] == long_note + "!" and data["size_mm"].tolist()[2:] == ["a", 0.0, "b"]
+    assert meta.variable_value_labels["sex"] == {1: "Male", 2: "Female", "b": "Not reported"}
+    assert meta.number_rows == 5 and meta.file_label == "Wide \u00e9t\u00e9"
 
 
 def test_the_disclosure_check_remembers_combinations_without_changing_them(app, monkeypatch):

@@ -1,9 +1,10 @@
 """Writers for the tabular formats: CSV (codes and labels), Parquet, Stata and SPSS.
 
-CSV and Parquet are written batch by batch while the records stream past. Stata and
-SPSS writers (pyreadstat, given polars frames) take a whole table at once, so they are
-written at the end from the finished Parquet file plus a private side file of missing-data
-codes, one table at a time: typed columns, never the raw records.
+CSV and Parquet are written batch by batch while the records stream past. Stata and SPSS
+files are written at the end from the finished Parquet file plus a private side file of
+missing-data codes, one table at a time, from typed columns, never the raw records: Stata
+a batch of rows at a time (app.exports.stata), SPSS by pyreadstat, which takes a whole
+table (a polars frame) at once.
 
 Missing-data codes never become blanks: CSV and Parquet carry them in each field's
 `<name>_miss` companion column; Stata also tags the numeric cell with an extended
@@ -20,16 +21,17 @@ from typing import Any, TextIO
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pyreadstat
 
 from app.exports.plan import Block, Column, Kind, Role, Table
+from app.exports.stata import write_dta
 from app.study.definition import MissingCode
 from app.study.fieldtypes import format_number
 
 #: Cells a spreadsheet would run as a formula (OWASP CSV injection); such text gets a leading quote.
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-STATA_LABEL_LENGTH = 80
 SPSS_FILE_LABEL_LENGTH = 64
 #: SPSS user-missing values for the codes: far below any value a field of this study takes.
 SPSS_FIRST_SENTINEL = -999991
@@ -40,7 +42,7 @@ ARROW_TYPES = {
     Kind.DATE: pa.date32(),
     Kind.DATETIME: pa.timestamp("s"),
 }
-STATA_DATE_FORMATS = {Kind.DATE: "%td", Kind.DATETIME: "%tc"}
+DATE_KINDS = (Kind.DATE, Kind.DATETIME)
 
 
 def escape_formula(text: str) -> str:
@@ -157,49 +159,39 @@ class ParquetWriter:
         self._codes.close()
 
 
-def _numeric_with_codes(name: str, values: pa.ChunkedArray, codes: list[str | None] | None,
-                        encode: dict[str, Any]) -> pl.Series:
-    """Floats with each coded cell replaced by its encoding: a Stata tag letter (the column then
-    holds objects, as pyreadstat wants tags) or an SPSS sentinel number. `codes` is None for a
-    column that takes no codes."""
-    floats = pl.Series(name, values.cast(pa.float64()))
-    tags = any(isinstance(v, str) for v in encode.values())
-    if codes is None or not (tags or any(codes)):
-        return floats
-    # A column that may hold tags is objects even when none is used: pyreadstat looks for its
-    # tags in it, which a float column refuses.
-    cells: list[Any] = floats.to_list()
-    for i, code in enumerate(codes):
-        if code:
-            cells[i] = encode[code]
-    return pl.Series(name, cells, dtype=pl.Object if tags else pl.Float64)
+def _with_sentinels(values: pa.ChunkedArray, codes: pa.ChunkedArray | None,
+                    sentinels: dict[str, float]) -> pa.ChunkedArray:
+    """Floats with each coded cell replaced by its SPSS sentinel number (a user-missing value),
+    computed in Arrow: no Python object per cell. `codes` is None for a column that takes none."""
+    floats = values.cast(pa.float64())
+    if codes is not None:
+        for code, sentinel in sentinels.items():
+            floats = pc.if_else(pc.equal(codes, code).fill_null(False), sentinel, floats)
+    return floats
 
 
-def _frame(values_path: Path, codes_path: Path, table: Table, encode: dict[str, Any]) -> tuple[pl.DataFrame, set[str]]:
-    """The table for pyreadstat, numeric codes encoded with `encode`; also the names of all-blank
-    date columns, which are stored as numbers with a date format.
+def _spss_frame(values_path: Path, codes_path: Path, table: Table, sentinels: dict[str, float]) -> pl.DataFrame:
+    """The table for pyreadstat, numeric codes as their sentinels. All-blank date columns are
+    numbers: pyreadstat cannot type a date column without a date in it.
 
     A polars frame, not pandas: pyreadstat guesses a pandas object column's type from its first
     100 cells, and took a numeric column whose first 100 records held only codes or blanks (a
-    field the earliest cases did not report) for text, failing the export; polars columns are
-    typed, and an object column of tags is typed by its first value that is not a tag."""
+    field the earliest cases did not report) for text, failing the export; polars columns are typed."""
     data = pq.read_table(values_path)
     codes = pq.read_table(codes_path)
     columns: list[pl.Series] = []
-    empty_dates: set[str] = set()
     for c in table.columns:
         arrow = data.column(c.name)
         if c.kind.numeric:
-            coded = codes.column(c.name).to_pylist() if c.name in codes.column_names else None
-            columns.append(_numeric_with_codes(c.name, arrow, coded, encode))
-        elif c.kind in STATA_DATE_FORMATS and arrow.null_count == len(arrow):
+            coded = codes.column(c.name) if c.name in codes.column_names else None
+            columns.append(pl.Series(c.name, _with_sentinels(arrow, coded, sentinels)))
+        elif c.kind in DATE_KINDS and arrow.null_count == len(arrow):
             columns.append(pl.Series(c.name, [None] * len(arrow), dtype=pl.Float64))
-            empty_dates.add(c.name)
-        elif c.kind in STATA_DATE_FORMATS:
+        elif c.kind in DATE_KINDS:
             columns.append(pl.Series(c.name, arrow))
         else:
             columns.append(pl.Series(c.name, arrow.fill_null("")))
-    return pl.DataFrame(columns, height=data.num_rows), empty_dates
+    return pl.DataFrame(columns, height=data.num_rows)
 
 
 def _choice_labels(column: Column) -> dict[Any, str]:
@@ -211,30 +203,20 @@ def _choice_labels(column: Column) -> dict[Any, str]:
 def write_stata(values_path: Path, codes_path: Path, out: Path, table: Table, missing: MissingCodes,
                 file_label: str) -> None:
     """Stata .dta: value labels on coded columns, extended missing .a, .b... for the missing-data codes."""
-    frame, empty_dates = _frame(values_path, codes_path, table, missing.stata)
     value_labels: dict[str, dict[Any, str]] = {}
-    user_missing: dict[str, list[str]] = {}
     for c in table.columns:
-        labels = _choice_labels(c)
-        if c.kind.numeric and c.codes:
-            user_missing[c.name] = [missing.stata[code] for code in c.codes]
-            if labels:
-                labels.update({missing.stata[code]: missing.labels[code] for code in c.codes})
+        labels: dict[Any, str] = _choice_labels(c)
+        if labels and c.kind.numeric and c.codes:
+            labels.update({missing.stata[code]: missing.labels[code] for code in c.codes})
         if labels:
             value_labels[c.name] = labels
-    formats = {c.name: STATA_DATE_FORMATS[c.kind] for c in table.columns if c.kind in STATA_DATE_FORMATS}
-    pyreadstat.write_dta(
-        frame, out, file_label=file_label[:STATA_LABEL_LENGTH],
-        column_labels={c.name: c.label[:STATA_LABEL_LENGTH] for c in table.columns},
-        variable_value_labels=value_labels, missing_user_values=user_missing,
-        variable_format={name: fmt for name, fmt in formats.items() if name in empty_dates} or None,
-    )
+    write_dta(values_path, codes_path, out, table, missing.stata, value_labels, file_label)
 
 
 def write_spss(values_path: Path, codes_path: Path, out: Path, table: Table, missing: MissingCodes,
                file_label: str) -> None:
     """SPSS .sav: value labels, and the missing-data codes as labelled user-missing values."""
-    frame, _ = _frame(values_path, codes_path, table, missing.spss)
+    frame = _spss_frame(values_path, codes_path, table, missing.spss)
     value_labels: dict[str, dict[Any, str]] = {}
     ranges: dict[str, list[Any]] = {}
     measure: dict[str, str] = {}
