@@ -25,7 +25,7 @@ from sqlalchemy import func, select
 
 from app.auth.models import Site
 from app.db import utcnow
-from app.exports import disclosure, stata
+from app.exports import disclosure, streaming
 from app.exports.disclosure import ExportRefused
 from app.exports.formats import MissingCodes, arrow_schema, write_spss, write_stata
 from app.exports.plan import Column, Kind, Plan, RecordView, Role, Table
@@ -470,11 +470,12 @@ def test_stata_and_spss_read_columns_whose_first_hundred_rows_are_blank_or_coded
     assert spss.loc[149, "late_age"] == 12 and spss.loc[0, "late_age"] == missing.spss["UNK"]
 
 
-def test_stata_files_are_written_a_batch_at_a_time_with_long_text(tmp_path, monkeypatch):
-    """The .dta writer streams rows in batches (two rows here, so every batch boundary is
-    crossed): text past 2,045 bytes becomes a strL, accented text keeps its characters, and
-    labels, tags, dates and date-times read back the same in pandas and in pyreadstat."""
-    monkeypatch.setattr(stata, "ROWS", 2)
+#: The wide table of the streaming tests: its text, codes, labels, dates and date-times.
+LONG_NOTE = "\u00e9" * 1500  # 3,000 bytes: a Stata strL, an SPSS very long string
+
+
+def wide_table(tmp_path: Path) -> tuple[Path, Path, Table, MissingCodes]:
+    """Five rows of every kind of column the writers meet, in Parquet as an export leaves them."""
     table = Table("wide", "Wide \u00e9t\u00e9", (
         Column("note", "Note", Kind.STRING, Role.VALUE),
         Column("town", "Town", Kind.STRING, Role.VALUE),
@@ -483,8 +484,7 @@ def test_stata_files_are_written_a_batch_at_a_time_with_long_text(tmp_path, monk
         Column("seen", "Seen", Kind.DATE, Role.VALUE),
         Column("at", "At", Kind.DATETIME, Role.VALUE),
     ), ())
-    long_note = "\u00e9" * 1500  # 3,000 bytes
-    notes = [long_note, None, "short", "", long_note + "!"]
+    notes = [LONG_NOTE, None, "short", "", LONG_NOTE + "!"]
     towns = ["Z\u00fcrich", None, "Ume\u00e5", "Lyon", "Kyiv"]
     sexes, sex_codes = [1, None, 2, None, 1], [None, "NR", None, None, None]
     sizes, size_codes = [2.5, None, None, 0.0, 12.25], [None, None, "UNK", None, "NR"]
@@ -497,11 +497,20 @@ def test_stata_files_are_written_a_batch_at_a_time_with_long_text(tmp_path, monk
     pq.write_table(pa.table({"sex": pa.array(sex_codes, pa.string()), "size_mm": pa.array(size_codes, pa.string())}),
                    codes_path)
     missing = MissingCodes([MissingCode("UNK", "Unknown"), MissingCode("NR", "Not reported")])
+    return values_path, codes_path, table, missing
+
+
+def test_stata_files_are_written_a_batch_at_a_time_with_long_text(tmp_path, monkeypatch):
+    """The .dta writer streams rows in batches (two rows here, so every batch boundary is
+    crossed): text past 2,045 bytes becomes a strL, accented text keeps its characters, and
+    labels, tags, dates and date-times read back the same in pandas and in pyreadstat."""
+    monkeypatch.setattr(streaming, "ROWS", 2)
+    values_path, codes_path, table, missing = wide_table(tmp_path)
     out = tmp_path / "wide.dta"
     write_stata(values_path, codes_path, out, table, missing, "Wide \u00e9t\u00e9")
 
     frame = pd.read_stata(out, convert_categoricals=False)
-    assert frame["note"].tolist() == [long_note, "", "short", "", long_note + "!"]
+    assert frame["note"].tolist() == [LONG_NOTE, "", "short", "", LONG_NOTE + "!"]
     assert frame["town"].tolist() == ["Z\u00fcrich", "", "Ume\u00e5", "Lyon", "Kyiv"]
     assert frame["seen"].tolist()[:4] == [pd.Timestamp("2024-02-29"), pd.NaT, pd.Timestamp("1959-12-31"),
                                           pd.Timestamp("1960-01-01")]
@@ -518,9 +527,41 @@ def test_stata_files_are_written_a_batch_at_a_time_with_long_text(tmp_path, monk
         # .b (Not reported) is stored as the int32 2147483623, which pandas shows as such.
         assert reader.value_labels() == {"sex": {1: "Male", 2: "Female", 2147483623: "Not reported"}}
     data, meta = pyreadstat.read_dta(str(out), user_missing=True)
-    assert data["note"].tolist()[4] == long_note + "!" and data["size_mm"].tolist()[2:] == ["a", 0.0, "b"]
+    assert data["note"].tolist()[4] == LONG_NOTE + "!" and data["size_mm"].tolist()[2:] == ["a", 0.0, "b"]
     assert meta.variable_value_labels["sex"] == {1: "Male", 2: "Female", "b": "Not reported"}
     assert meta.number_rows == 5 and meta.file_label == "Wide \u00e9t\u00e9"
+
+
+def test_spss_files_are_written_a_batch_at_a_time_with_very_long_strings(tmp_path, monkeypatch):
+    """The .sav writer streams cases in batches of two: text past 255 bytes is split into
+    255-byte segments that readers join again, codes are their sentinels declared user-missing,
+    and labels, dates and date-times read back as written."""
+    monkeypatch.setattr(streaming, "ROWS", 2)
+    values_path, codes_path, table, missing = wide_table(tmp_path)
+    out = tmp_path / "wide.sav"
+    write_spss(values_path, codes_path, out, table, missing, "Wide \u00e9t\u00e9")
+
+    data, meta = pyreadstat.read_sav(str(out), user_missing=True)
+    assert list(data.columns) == ["note", "town", "sex", "size_mm", "seen", "at"]
+    assert data["note"].tolist() == [LONG_NOTE, "", "short", "", LONG_NOTE + "!"]
+    assert data["town"].tolist() == ["Z\u00fcrich", "", "Ume\u00e5", "Lyon", "Kyiv"]
+    assert data.loc[0, "size_mm"] == 2.5 and pd.isna(data.loc[1, "size_mm"]) and data.loc[3, "size_mm"] == 0.0
+    assert data.loc[2, "size_mm"] == missing.spss["UNK"]
+    assert data.loc[4, "size_mm"] == missing.spss["NR"] and data.loc[1, "sex"] == missing.spss["NR"]
+    seen = data["seen"].tolist()
+    assert seen[0] == date(2024, 2, 29) and pd.isna(seen[1]) and seen[2:4] == [date(1959, 12, 31), date(1960, 1, 1)]
+    assert data.loc[0, "at"] == datetime(2021, 3, 5, 14, 30) and data.loc[3, "at"] == datetime(1960, 1, 1, 0, 1)
+    assert meta.number_rows == 5 and meta.file_label == "Wide \u00e9t\u00e9" and meta.file_encoding == "UTF-8"
+    assert meta.column_names_to_labels == {"note": "Note", "town": "Town", "sex": "Sex", "size_mm": "Size",
+                                           "seen": "Seen", "at": "At"}
+    assert meta.variable_value_labels["sex"] == {1.0: "Male", 2.0: "Female", missing.spss["NR"]: "Not reported"}
+    assert meta.missing_ranges["size_mm"] == [{"lo": missing.spss["NR"], "hi": missing.spss["UNK"]}]
+    assert meta.original_variable_types == {"note": "A3001", "town": "A7", "sex": "F8.0", "size_mm": "F8.2",
+                                            "seen": "DATE11", "at": "DATETIME20"}
+    assert meta.variable_measure == {"note": "nominal", "town": "nominal", "sex": "nominal", "size_mm": "scale",
+                                     "seen": "nominal", "at": "nominal"}
+    plain, _ = pyreadstat.read_sav(str(out))
+    assert pd.isna(plain.loc[2, "size_mm"]) and pd.isna(plain.loc[1, "sex"])  # user-missing is missing
 
 
 def test_the_disclosure_check_remembers_combinations_without_changing_them(app, monkeypatch):

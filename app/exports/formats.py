@@ -2,9 +2,8 @@
 
 CSV and Parquet are written batch by batch while the records stream past. Stata and SPSS
 files are written at the end from the finished Parquet file plus a private side file of
-missing-data codes, one table at a time, from typed columns, never the raw records: Stata
-a batch of rows at a time (app.exports.stata), SPSS by pyreadstat, which takes a whole
-table (a polars frame) at once.
+missing-data codes, a batch of rows at a time (app.exports.stata, app.exports.spss), from
+typed columns, never the raw records.
 
 Missing-data codes never become blanks: CSV and Parquet carry them in each field's
 `<name>_miss` companion column; Stata also tags the numeric cell with an extended
@@ -19,20 +18,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import pyreadstat
 
 from app.exports.plan import Block, Column, Kind, Role, Table
+from app.exports.spss import write_sav
 from app.exports.stata import write_dta
 from app.study.definition import MissingCode
 from app.study.fieldtypes import format_number
 
 #: Cells a spreadsheet would run as a formula (OWASP CSV injection); such text gets a leading quote.
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-SPSS_FILE_LABEL_LENGTH = 64
 #: SPSS user-missing values for the codes: far below any value a field of this study takes.
 SPSS_FIRST_SENTINEL = -999991
 ARROW_TYPES = {
@@ -72,10 +68,6 @@ class MissingCodes:
         self.labels = {m.code: m.label for m in self.codes}
         self.stata = {m.code: chr(ord("a") + i) for i, m in enumerate(self.codes)}
         self.spss = {m.code: float(SPSS_FIRST_SENTINEL - i) for i, m in enumerate(self.codes)}
-
-    def spss_range(self) -> dict[str, float]:
-        values = self.spss.values()
-        return {"lo": min(values), "hi": max(values)}
 
 
 class CsvWriter:
@@ -159,41 +151,6 @@ class ParquetWriter:
         self._codes.close()
 
 
-def _with_sentinels(values: pa.ChunkedArray, codes: pa.ChunkedArray | None,
-                    sentinels: dict[str, float]) -> pa.ChunkedArray:
-    """Floats with each coded cell replaced by its SPSS sentinel number (a user-missing value),
-    computed in Arrow: no Python object per cell. `codes` is None for a column that takes none."""
-    floats = values.cast(pa.float64())
-    if codes is not None:
-        for code, sentinel in sentinels.items():
-            floats = pc.if_else(pc.equal(codes, code).fill_null(False), sentinel, floats)
-    return floats
-
-
-def _spss_frame(values_path: Path, codes_path: Path, table: Table, sentinels: dict[str, float]) -> pl.DataFrame:
-    """The table for pyreadstat, numeric codes as their sentinels. All-blank date columns are
-    numbers: pyreadstat cannot type a date column without a date in it.
-
-    A polars frame, not pandas: pyreadstat guesses a pandas object column's type from its first
-    100 cells, and took a numeric column whose first 100 records held only codes or blanks (a
-    field the earliest cases did not report) for text, failing the export; polars columns are typed."""
-    data = pq.read_table(values_path)
-    codes = pq.read_table(codes_path)
-    columns: list[pl.Series] = []
-    for c in table.columns:
-        arrow = data.column(c.name)
-        if c.kind.numeric:
-            coded = codes.column(c.name) if c.name in codes.column_names else None
-            columns.append(pl.Series(c.name, _with_sentinels(arrow, coded, sentinels)))
-        elif c.kind in DATE_KINDS and arrow.null_count == len(arrow):
-            columns.append(pl.Series(c.name, [None] * len(arrow), dtype=pl.Float64))
-        elif c.kind in DATE_KINDS:
-            columns.append(pl.Series(c.name, arrow))
-        else:
-            columns.append(pl.Series(c.name, arrow.fill_null("")))
-    return pl.DataFrame(columns, height=data.num_rows)
-
-
 def _choice_labels(column: Column) -> dict[Any, str]:
     if column.kind != Kind.INTEGER:
         return {}
@@ -216,20 +173,13 @@ def write_stata(values_path: Path, codes_path: Path, out: Path, table: Table, mi
 def write_spss(values_path: Path, codes_path: Path, out: Path, table: Table, missing: MissingCodes,
                file_label: str) -> None:
     """SPSS .sav: value labels, and the missing-data codes as labelled user-missing values."""
-    frame = _spss_frame(values_path, codes_path, table, missing.spss)
-    value_labels: dict[str, dict[Any, str]] = {}
-    ranges: dict[str, list[Any]] = {}
+    value_labels: dict[str, dict[float, str]] = {}
     measure: dict[str, str] = {}
     for c in table.columns:
-        labels: dict[Any, str] = {float(k): v for k, v in _choice_labels(c).items()}
+        labels = {float(k): v for k, v in _choice_labels(c).items()}
         if c.kind.numeric and c.codes:
-            ranges[c.name] = [missing.spss_range()]
             labels.update({missing.spss[code]: missing.labels[code] for code in c.codes})
         if labels:
             value_labels[c.name] = labels
         measure[c.name] = "scale" if c.kind.numeric and not c.value_labels else "nominal"
-    pyreadstat.write_sav(
-        frame, out, file_label=file_label[:SPSS_FILE_LABEL_LENGTH],
-        column_labels={c.name: c.label for c in table.columns},
-        variable_value_labels=value_labels, missing_ranges=ranges, variable_measure=measure,
-    )
+    write_sav(values_path, codes_path, out, table, missing.spss, value_labels, measure, file_label)

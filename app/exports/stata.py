@@ -15,7 +15,6 @@ with %td and %tc); text is str# of the column's longest value in bytes, or strL 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,15 +22,12 @@ from struct import pack
 from typing import BinaryIO
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from app.errors import CasebookError
+from app.exports import streaming
 from app.exports.plan import Column, Kind, Table
 
-#: Rows per batch: a few megabytes of record array for the widest table.
-ROWS = 10_000
 MAX_VARIABLES = 32_767
 DOUBLE = 65526
 STRL = 32768
@@ -42,9 +38,8 @@ MISSING_BITS = 0x7FE0000000000000
 TAG_STEP = 0x0000010000000000
 #: "." as a value-label table's int32; ".a" is one more, and so on.
 LABEL_MISSING = 2147483621
-#: 1970-01-01 (Arrow's epoch) as days and milliseconds since 1960-01-01 (Stata's).
+#: Days from 1960-01-01 (Stata's epoch) to 1970-01-01.
 EPOCH_DAYS = 3653
-EPOCH_MS = EPOCH_DAYS * 86_400_000
 NAME_BYTES, FORMAT_BYTES, LABEL_BYTES = 129, 57, 321
 LABEL_CHARACTERS = 80
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -84,13 +79,12 @@ def write_dta(values_path: Path, codes_path: Path, out: Path, table: Table, tags
     if len(table.columns) > MAX_VARIABLES:
         raise StataLimitError(f"Stata takes at most {MAX_VARIABLES:,} variables; {table.name} has "
                               f"{len(table.columns):,}.")
-    widths = _text_widths(values_path, [c.name for c in table.columns if not _numeric(c)])
+    widths = streaming.text_widths(values_path, [c.name for c in table.columns if not _numeric(c)])
     variables = [_Variable(c, DOUBLE if _numeric(c) else widths[c.name] if widths[c.name] <= STR_MAX else STRL)
                  for c in table.columns]
-    rows = pq.ParquetFile(values_path).metadata.num_rows
     with out.open("w+b") as file:
         offsets = [0]
-        file.write(_header(len(variables), rows, file_label))
+        file.write(_header(len(variables), streaming.rows(values_path), file_label))
         offsets.append(file.tell())
         file.write(b"<map>" + bytes(8 * 14) + b"</map>")
         labelled = [v.column.name if v.column.name in value_labels else "" for v in variables]
@@ -129,21 +123,6 @@ def _numeric(column: Column) -> bool:
     return column.kind.numeric or column.kind in (Kind.DATE, Kind.DATETIME)
 
 
-def _text_widths(path: Path, names: list[str]) -> dict[str, int]:
-    """Each text column's longest value in UTF-8 bytes (at least 1), read a batch at a time."""
-    widths = dict.fromkeys(names, 1)
-    for batch in _batches(path, names):
-        for name in names:
-            longest = pc.max(pc.binary_length(batch.column(name))).as_py()
-            widths[name] = max(widths[name], longest or 0)
-    return widths
-
-
-def _batches(path: Path, names: list[str]) -> Iterator[pa.RecordBatch]:
-    if names:
-        yield from pq.ParquetFile(path).iter_batches(batch_size=ROWS, columns=names)
-
-
 def _header(variables: int, rows: int, label: str) -> bytes:
     now = datetime.now(UTC)
     stamp = f"{now.day:02} {MONTHS[now.month - 1]} {now.year} {now.hour:02}:{now.minute:02}".encode()
@@ -167,54 +146,36 @@ def _fixed(text: str, size: int) -> bytes:
 def _write_rows(file: BinaryIO, values_path: Path, codes_path: Path, variables: list[_Variable],
                 tags: dict[str, str]) -> None:
     record = np.dtype([(f"v{i}", v.dtype) for i, v in enumerate(variables)])
-    coded = pq.ParquetFile(codes_path).schema_arrow.names
-    codes_batches = _batches(codes_path, coded)
     first_row = 1
-    for batch in pq.ParquetFile(values_path).iter_batches(batch_size=ROWS):
-        codes = next(codes_batches) if coded else None
+    for batch, codes in streaming.with_codes(values_path, codes_path):
         cells = np.zeros(batch.num_rows, dtype=record)
         for i, variable in enumerate(variables):
-            array = batch.column(i)
+            array, name = batch.column(i), variable.column.name
             if variable.type == DOUBLE:
-                found = codes.column(variable.column.name) if codes is not None and variable.column.name in coded \
-                    else None
-                cells[f"v{i}"] = _doubles(variable.column, array, found, tags)
+                values = streaming.numbers(variable.column, array, epoch_days=EPOCH_DAYS,
+                                           per_day=1 if variable.column.kind == Kind.DATE else streaming.MS_PER_DAY)
+                bits = values.view("<u8")
+                bits[np.isnan(values)] = MISSING_BITS
+                for code, letter in tags.items():
+                    hit = streaming.coded(codes, name, code)
+                    if hit is not None:
+                        bits[hit] = MISSING_BITS + TAG_STEP * _tag_number(letter)
+                cells[f"v{i}"] = values
             elif variable.type == STRL:
                 rows = np.arange(first_row, first_row + batch.num_rows, dtype=np.uint64)
                 given = pc.greater(pc.binary_length(array), 0).fill_null(False).to_numpy(zero_copy_only=False)
                 cells[f"v{i}"] = np.where(given, np.uint64(i + 1) | (rows << np.uint64(16)), np.uint64(0))
             else:
-                cells[f"v{i}"] = np.asarray(array.fill_null("").cast(pa.binary()).to_numpy(zero_copy_only=False),
-                                            dtype=variable.dtype)
+                cells[f"v{i}"] = streaming.text_bytes(array, variable.type, b"\0").view(f"S{variable.type}")[:, 0]
         file.write(cells.tobytes())
         first_row += batch.num_rows
-
-
-def _doubles(column: Column, array: pa.Array, codes: pa.Array | None, tags: dict[str, str]) -> np.ndarray:
-    """A numeric column as doubles: dates as days and date-times as milliseconds since 1960,
-    blanks as "." and a cell with a missing-data code as its extended missing value."""
-    if column.kind == Kind.DATE:
-        numbers = pc.add(array.cast(pa.int32()).cast(pa.float64()), float(EPOCH_DAYS))
-    elif column.kind == Kind.DATETIME:
-        # Parquet keeps seconds as milliseconds: ask for milliseconds whatever the unit read back.
-        numbers = pc.add(array.cast(pa.timestamp("ms")).cast(pa.int64()).cast(pa.float64()), float(EPOCH_MS))
-    else:
-        numbers = array.cast(pa.float64())
-    values = np.array(numbers.to_numpy(zero_copy_only=False), dtype="<f8")
-    bits = values.view("<u8")
-    bits[np.isnan(values)] = MISSING_BITS
-    if codes is not None:
-        for code, letter in tags.items():
-            hit = pc.equal(codes, code).fill_null(False).to_numpy(zero_copy_only=False)
-            bits[hit] = MISSING_BITS + TAG_STEP * _tag_number(letter)
-    return values
 
 
 def _write_strls(file: BinaryIO, values_path: Path, variables: list[_Variable]) -> None:
     """Each non-empty strL cell as a GSO block, keyed by the (variable, row) its cell refers to."""
     long_text = [(i, v.column.name) for i, v in enumerate(variables) if v.type == STRL]
     row = 1
-    for batch in _batches(values_path, [name for _, name in long_text]):
+    for batch in streaming.batches(values_path, [name for _, name in long_text]):
         for offset, text in enumerate(zip(*(batch.column(name).to_pylist() for _, name in long_text), strict=True)):
             for (i, _), cell in zip(long_text, text, strict=True):
                 if cell:
