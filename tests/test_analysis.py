@@ -14,13 +14,9 @@ import pandas as pd
 import pytest
 
 from app import charts
-from app.analysis.services import (
-    AnalysisDefinitionError,
-    Audience,
-    analyse,
-    case_data_from_rows,
-    check_definition,
-)
+from app.analysis.data import case_data_from_rows
+from app.analysis.fields import AnalysisDefinitionError, check_definition
+from app.analysis.services import Audience, analyse
 from app.exports.services import COMMAND_LINE
 from app.extensions import db
 from app.records.services import Submission, delete_record, restore_record, save_form

@@ -4,29 +4,22 @@ One analysis serves three readers. The web page reads the form instances a user 
 (site roles: their own sites; statisticians and admins: every site pooled) in one query;
 the `pooled_case_series` export bundle's `analysis.html` reads the bundle's own
 de-identified Parquet tables, so the document describes exactly the rows shipped beside
-it. Both are first turned into the same neutral shape, `CaseData` (per instrument, its
-values and its missing-data codes side by side, dates as day numbers), which is why the
-statistics below never see a calendar date, a record ID or an identifier.
-
-Only field *names* are named here (which fields play which part in the analysis); every
-label, unit and choice label comes from the study definition, and `check_definition`
-refuses to start the app when a named field is missing or of the wrong type.
+it. Both are first turned into the same neutral shape (app.analysis.data), which is why the
+statistics below never see a calendar date, a record ID or an identifier; the fields they
+read are named in app.analysis.fields.
 """
 
 from __future__ import annotations
 
 import base64
 import itertools
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from flask import render_template
 from lifelines import KaplanMeierFitter
 from lifelines.utils import median_survival_times
@@ -34,13 +27,36 @@ from matplotlib.figure import Figure
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
+from app.analysis.data import TICKED_SEPARATOR, CaseData, case_data_from_bundle, case_data_from_rows, code_label
+from app.analysis.fields import (
+    ALL_SITES,
+    CALCIFICATION,
+    CALCIFICATION_SIZE,
+    COMPLICATIONS,
+    CONCENTRATION,
+    CONCENTRATION_CUTS,
+    CONFIDENTIAL,
+    DRUG,
+    IMAGED,
+    LAST_FOLLOWUP,
+    NO,
+    NO_COMPLICATION,
+    NO_VALUE,
+    NOT_ENTERED,
+    OUTCOME_FIELDS,
+    PRESENTED,
+    RESOLVED,
+    STREAM_ROWS,
+    TABLE1,
+    TIME_TO_RESOLUTION,
+    YES,
+    read_fields,
+)
 from app.auth.models import Site, User
 from app.auth.permissions import Action, site_ids_for
 from app.charts import new_figure, rasterized, series_style, to_png, to_svg
 from app.errors import NotFoundError, PermissionDenied
-from app.exports.disclosure import SUPPRESSED
-from app.exports.plan import Plan, Role
-from app.exports.plan import Table as ExportTable
+from app.exports.plan import Plan
 from app.exports.profiles import Profile
 from app.exports.pseudonyms import Pseudonymiser
 from app.exports.source import DATA_TEXT, MISSING_TEXT, stored_json
@@ -48,268 +64,6 @@ from app.records.fingerprints import Fingerprints, RememberedResults
 from app.records.models import FormInstance, Record
 from app.study.definition import Field, Study
 from app.study.fieldtypes import format_number
-
-# -- the fields the analysis reads (names only; everything shown comes from the definition) ------
-
-#: Table 1, as in the published series: (section heading, fields).
-TABLE1: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("Patients", ("sex", "ga_weeks", "birth_weight_g", "age_presentation_days")),
-    ("Exposure (first recorded infusion of each case)", ("drug", "concentration_pct", "line_type", "line_site")),
-    ("Lesion", ("lesion_location", "nodule_count", "nodule_size_mm")),
-)
-#: The outcome table: resolution, sequelae, treatment.
-OUTCOME_FIELDS = ("complete_resolution", "complications", "treatment_type", "conservative_measures")
-RESOLVED = "complete_resolution"
-TIME_TO_RESOLUTION = "time_to_resolution_days"
-PRESENTED = "lesion_date"
-LAST_FOLLOWUP = "last_followup_date"
-DRUG = "drug"
-CONCENTRATION = "concentration_pct"
-#: Concentration groups for the survival curves: below / at or above 10 % w/v, the usual
-#: strength of calcium gluconate for injection.
-CONCENTRATION_CUTS = (10.0,)
-COMPLICATIONS = "complications"
-#: The code of the complications choice that means "no complication".
-NO_COMPLICATION = "0"
-IMAGED = "imaging_date"
-CALCIFICATION = "imaging_calcification"
-CALCIFICATION_SIZE = "imaging_size_mm"
-
-#: Rows the analysis page's query fetches at a time.
-STREAM_ROWS = 5000
-YES = "1"
-NO = "0"
-ALL_SITES = "All sites"
-NOT_ENTERED = "Not entered"
-#: An empty statistic (no value to summarise): an em dash.
-NO_VALUE = "\u2014"
-#: A count hidden only so that a `<k` beside it cannot be worked out from the totals (ONS's mark).
-CONFIDENTIAL = "[c]"
-CONTINUOUS_TYPES = ("integer", "number", "calc")
-CHOICE_TYPES = ("radio", "dropdown", "yesno", "checkbox")
-#: Every field named above and the types the statistics assume of it.
-EXPECTED_TYPES: dict[str, tuple[str, ...]] = {
-    **{name: CONTINUOUS_TYPES + CHOICE_TYPES for _, names in TABLE1 for name in names},
-    **dict.fromkeys(OUTCOME_FIELDS, CHOICE_TYPES),
-    RESOLVED: ("yesno",), TIME_TO_RESOLUTION: CONTINUOUS_TYPES, PRESENTED: ("date", "datetime"),
-    LAST_FOLLOWUP: ("date", "datetime"), DRUG: CHOICE_TYPES, CONCENTRATION: CONTINUOUS_TYPES,
-    COMPLICATIONS: ("checkbox",), IMAGED: ("date", "datetime"), CALCIFICATION: ("yesno",),
-    CALCIFICATION_SIZE: CONTINUOUS_TYPES,
-}
-
-
-class AnalysisDefinitionError(Exception):
-    """The study definition lacks a field the analysis reads: the app must not start."""
-
-
-def check_definition(study: Study) -> None:
-    """Refuse a definition the analysis cannot read, naming every problem at once."""
-    problems = []
-    for name, types in EXPECTED_TYPES.items():
-        if not study.has_field(name):
-            problems.append(f"field '{name}' is not in the study definition")
-        elif study.field(name).type not in types:
-            problems.append(f"field '{name}' is a {study.field(name).type} field; expected {' or '.join(types)}")
-    if study.has_field(COMPLICATIONS) and NO_COMPLICATION not in study.field(COMPLICATIONS).choice_codes:
-        problems.append(f"field '{COMPLICATIONS}' has no choice '{NO_COMPLICATION}' (no complication)")
-    if problems:
-        raise AnalysisDefinitionError("The case-series analysis cannot read the study definition: "
-                                      + "; ".join(problems))
-
-
-def _instruments(study: Study) -> set[str]:
-    return {study.field(name).instrument for name in EXPECTED_TYPES}
-
-
-def _read_fields(study: Study) -> dict[str, list[str]]:
-    """Per instrument the analysis reads, the fields it reads, in definition order: the frames
-    hold these only, so a large study's analysis keeps a few columns per case, not every field."""
-    return {name: [f.name for f in study.instrument(name).data_fields if f.name in EXPECTED_TYPES]
-            for name in _instruments(study)}
-
-
-# -- the neutral data: what both the web page and the export bundle are turned into ---------------
-
-#: Joins a checkbox's ticked codes into one category (the loader lets no choice code hold a comma).
-TICKED_SEPARATOR = ","
-
-
-@dataclass(frozen=True, slots=True)
-class Forms:
-    """One instrument's saved instances: `values` and `codes` (missing-data codes) share the index
-    (key, instance) and have a column per field.
-
-    Columns are compact, so a large study costs a few bytes per cell: numbers and dates as floats
-    (dates as day numbers on an arbitrary origin: only differences are used, so calendar dates
-    never reach the statistics), a choice's code and a missing-data code as categories, and a
-    checkbox's ticked codes joined into one category."""
-
-    values: pd.DataFrame
-    codes: pd.DataFrame
-
-
-@dataclass(frozen=True, slots=True)
-class CaseData:
-    """Every case in scope: `sites` maps each case key to its site's label (a category),
-    `forms` holds the instruments the analysis reads."""
-
-    sites: pd.Series
-    forms: dict[str, Forms]
-    #: The site labels in column order; empty when sites are not shown (pooled only).
-    site_order: tuple[str, ...] = ()
-
-
-Compact = np.ndarray | pd.Categorical
-
-
-def _numbers(f: Field, cells: pd.Series) -> np.ndarray:
-    """A number or date field's cells as floats; dates (ISO text or date objects) as days since
-    1970-01-01, with fractions for the time of day."""
-    if f.type in ("date", "datetime"):
-        moments = pd.to_datetime(cells, errors="coerce", format="mixed")
-        return ((moments - pd.Timestamp(0)) / pd.Timedelta(days=1)).to_numpy(dtype=float)
-    return pd.to_numeric(cells, errors="coerce").to_numpy(dtype=float)
-
-
-def _typed(f: Field, cells: list[Any]) -> Compact:
-    """One field's cells as the form_instance table stores them (text, numbers, lists of ticked
-    codes, None for blank) as a compact column."""
-    if f.type == "checkbox":
-        return pd.Categorical([TICKED_SEPARATOR.join(ticked) if ticked else None for ticked in cells])
-    if f.choices:
-        return pd.Categorical(cells)
-    return _numbers(f, pd.Series(cells, dtype=object))
-
-
-def _forms(study: Study, fields: Sequence[str], index: pd.MultiIndex, values: dict[str, Compact],
-           codes: dict[str, Compact]) -> Forms:
-    """Forms with a column for every field read; a field with no column is blank throughout."""
-    blanks = [None] * len(index)
-    return Forms(
-        pd.DataFrame({name: values[name] if name in values else _typed(study.field(name), blanks)
-                      for name in fields}, index=index, columns=list(fields)),
-        pd.DataFrame({name: codes.get(name, pd.Categorical(blanks)) for name in fields},
-                     index=index, columns=list(fields)),
-    )
-
-
-def case_data_from_rows(study: Study, cases: Iterable[tuple[Any, str]],
-                        forms: Iterable[tuple[Any, str, int, dict[str, Any], dict[str, str]]],
-                        site_order: Sequence[str]) -> CaseData:
-    """CaseData from stored rows: (key, site label) per case and (key, instrument, instance,
-    data, missing) per form instance, as the form_instance table holds them."""
-    case_list = list(cases)
-    sites = pd.Series(pd.Categorical([s for _, s in case_list]),
-                      index=pd.Index([k for k, _ in case_list], name="key"))
-    by_instrument: dict[str, list[tuple[Any, int, dict[str, Any], dict[str, str]]]] = {}
-    for key, instrument, instance, data, missing in forms:
-        by_instrument.setdefault(instrument, []).append((key, instance, data or {}, missing or {}))
-    result: dict[str, Forms] = {}
-    for name, fields in _read_fields(study).items():
-        rows = by_instrument.get(name, [])
-        index = pd.MultiIndex.from_arrays([[k for k, *_ in rows], [i for _, i, *_ in rows]], names=["key", "instance"])
-        values = {n: _typed(study.field(n), [d.get(n) for _, _, d, _ in rows]) for n in fields}
-        codes = {n: pd.Categorical([m.get(n) for *_, m in rows]) for n in fields}
-        result[name] = _forms(study, fields, index, values, codes)
-    return CaseData(sites, result, tuple(site_order))
-
-
-def case_data_from_bundle(study: Study, plan: Plan, parquet_dir: Path) -> CaseData:
-    """CaseData from an export bundle's Parquet tables (main table plus one per repeatable form):
-    site pseudonyms and days from day 0, exactly the rows the bundle ships. Cases are numbered
-    in the order of their study IDs, which are not kept."""
-    main = plan.main_table()
-    read = _read_fields(study)
-
-    def load(table: ExportTable) -> pa.Table:
-        """The case's own columns (key, instance, site and its suppression marker) and, of the
-        instruments read, their status and the columns of the fields read."""
-        return pq.read_table(parquet_dir / f"{table.name}.parquet", columns=[
-            c.name for c in table.columns
-            if c.role in (Role.KEY, Role.INSTANCE, Role.SITE) or (c.role == Role.MISSING and c.field is None)
-            or (c.instrument in read and (c.role == Role.STATUS or c.field in read[c.instrument]))])
-
-    frame = load(main)
-    key = main.key[0]
-    # Study IDs stay in Arrow: a case is its ID's position in sorted order.
-    ids = pc.unique(frame.column(key)).sort()
-    index = pd.Index(pc.index_in(frame.column(key), value_set=ids).to_numpy(), name="key")
-    site_column = next((c for c in main.columns if c.role == Role.SITE), None)
-    if site_column is None:
-        sites = pd.Series(pd.Categorical([ALL_SITES] * len(index)), index=index)
-    else:
-        labels = frame.column(site_column.name)
-        if "site_miss" in frame.column_names:
-            labels = pc.if_else(frame.column("site_miss").is_valid(), _code_label(study, SUPPRESSED.code), labels)
-        sites = pd.Series(_categories(labels), index=index)
-    result: dict[str, Forms] = {}
-    for name, fields in read.items():
-        table = next((t for t in plan.tables if t.instrument == name), None)
-        part = frame if table is None else load(table)
-        columns = [c for c in (main if table is None else table).columns if c.instrument == name]
-        status = next(c.name for c in columns if c.role == Role.STATUS)
-        part = part.filter(part.column(status).is_valid())
-        instances = np.ones(part.num_rows, dtype=np.int64) if table is None else part.column("instance").to_numpy()
-        forms_index = pd.MultiIndex.from_arrays([pc.index_in(part.column(key), value_set=ids).to_numpy(), instances],
-                                                names=["key", "instance"])
-        values: dict[str, Compact] = {}
-        codes: dict[str, Compact] = {}
-        ticked: dict[str, list[tuple[str, np.ndarray]]] = {}
-        for column in columns:
-            if column.field not in fields:
-                continue
-            cells = part.column(column.name)
-            if column.role == Role.MISSING:
-                codes[column.field] = _categories(cells)
-            elif column.role == Role.CHOICE:
-                ticked.setdefault(column.field, []).append((column.choice, pc.equal(cells, 1).fill_null(False)))
-            elif column.role in (Role.VALUE, Role.DAY, Role.SHIFTED):
-                values[column.field] = _bundle_values(study.field(column.field), column.role, cells)
-        for checkbox, options in ticked.items():
-            values[checkbox] = _combinations(options)
-        result[name] = _forms(study, fields, forms_index, values, codes)
-    order = tuple(sorted(sites.unique())) if site_column is not None else ()
-    return CaseData(sites, result, order)
-
-
-def _categories(cells: pa.ChunkedArray) -> pd.Categorical:
-    """An Arrow column as categories, without a Python object per cell."""
-    return cells.dictionary_encode().to_pandas().array
-
-
-def _combinations(options: list[tuple[str, pa.ChunkedArray]]) -> pd.Categorical:
-    """A checkbox's choice columns (a choice code and whether each case ticked it) as `_typed`
-    makes a checkbox: each case's ticked codes, joined, as categories."""
-    bits = np.zeros(len(options[0][1]), dtype=np.int64)
-    for position, (_, hits) in enumerate(options):
-        bits |= hits.to_numpy().astype(np.int64) << position
-    found, cells = np.unique(bits, return_inverse=True)
-    labels = [TICKED_SEPARATOR.join(code for position, (code, _) in enumerate(options) if combination >> position & 1)
-              for combination in found.tolist()]
-    # Nothing ticked is blank (code -1), as in the form_instance table, where it is no value at all.
-    blank = labels.index("") if "" in labels else None
-    if blank is not None:
-        cells = np.where(cells == blank, -1, cells - (cells > blank))
-        del labels[blank]
-    return pd.Categorical.from_codes(cells, categories=labels)
-
-
-def _bundle_values(f: Field, role: Role, cells: pa.ChunkedArray) -> Compact:
-    """A value column of the bundle as `_typed` makes it: Parquet holds choice codes as integers
-    (text codes as text) and dates as days from day 0 (DAY) or as dates, shifted (SHIFTED) or
-    not (VALUE)."""
-    if f.choices:
-        found = _categories(cells)
-        return found.rename_categories([_choice_code(c) for c in found.categories])
-    if role == Role.DAY:
-        return cells.to_pandas().to_numpy(dtype=float)
-    return _numbers(f, cells.to_pandas())
-
-
-def _choice_code(value: Any) -> str:
-    """A choice as its code: Parquet holds numeric codes as integers (floats where blanks are)."""
-    return str(int(value)) if isinstance(value, (int, float, np.integer, np.floating)) else str(value)
-
 
 # -- who sees what ---------------------------------------------------------------------------------
 
@@ -363,7 +117,7 @@ def load_case_data(session: Session, study: Study, user: User, audience: Audienc
     """The cases `user` may see, in one query over records and the form instances the analysis
     reads (deleted records never count). Statisticians get record ids as keys, never labels."""
     allowed = _visible_site_ids(user)
-    read = _read_fields(study)
+    read = read_fields(study)
     join = and_(FormInstance.record_id == Record.id, FormInstance.instrument.in_(sorted(read)))
     stmt = (select(Record.id, Site.code, FormInstance.instrument, FormInstance.instance, DATA_TEXT, MISSING_TEXT)
             .join(Site, Site.id == Record.site_id).outerjoin(FormInstance, join)
@@ -504,11 +258,6 @@ def _ticked(column: pd.Series, test: Callable[[list[str]], bool]) -> pd.Series:
     return pd.Series(hits[column.cat.codes.to_numpy()], index=column.index, dtype=bool)
 
 
-def _code_label(study: Study, code: str) -> str:
-    label = study.missing_label(code) or (SUPPRESSED.label if code == SUPPRESSED.code else code)
-    return f"{label} ({code})"
-
-
 def _number(value: float) -> str:
     return format_number(round(float(value), 1))
 
@@ -575,7 +324,7 @@ class _Summariser:
     def _tail(self, name: str) -> list[tuple[str, pd.Series]]:
         """Missing-data codes counted apart from values (only codes that occur), then blanks."""
         values, codes = self.cases.values[name], self.cases.codes[name]
-        hits = [(_code_label(self.study, code), codes.eq(code)) for code in sorted(codes.dropna().unique())]
+        hits = [(code_label(self.study, code), codes.eq(code)) for code in sorted(codes.dropna().unique())]
         blank = values.isna() & codes.isna()
         if blank.any():
             hits.append((NOT_ENTERED, blank))
@@ -685,7 +434,7 @@ def _group_labels(study: Study, cases: _Cases, name: str, cuts: Sequence[float] 
                  *(f"{_number(a)} to < {_number(b)}{units}" for a, b in itertools.pairwise(cuts)),
                  f"≥ {_number(cuts[-1])}{units}"]
         labels = pd.cut(numbers, edges, right=False, labels=names).astype(object).where(numbers.notna(), None)
-    coded = _objects(codes).map(lambda c: _code_label(study, c) if c else None)
+    coded = _objects(codes).map(lambda c: code_label(study, c) if c else None)
     return labels.fillna(coded).fillna(NOT_ENTERED)
 
 

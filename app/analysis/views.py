@@ -8,7 +8,8 @@ from flask import Blueprint, Response, current_app, render_template
 from flask.blueprints import BlueprintSetupState
 from flask_login import current_user, login_required
 
-from app.analysis.services import Analysis, check_definition, page_analysis
+from app.analysis.fields import check_definition
+from app.analysis.services import Analysis, page_analysis
 from app.errors import NotFoundError
 from app.exports.pseudonyms import Pseudonymiser, load_key
 from app.exports.services import all_profiles
