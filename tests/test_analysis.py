@@ -6,17 +6,22 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections import Counter
 from dataclasses import replace
 from html.parser import HTMLParser
 from types import MappingProxyType
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from app import charts
+from app.analysis import data as analysis_data
+from app.analysis import services as analysis_services
 from app.analysis.data import case_data_from_rows
 from app.analysis.fields import AnalysisDefinitionError, check_definition
 from app.analysis.services import Audience, analyse
+from app.analysis.tally import quantiles
 from app.exports.services import COMMAND_LINE
 from app.extensions import db
 from app.records.services import Submission, delete_record, restore_record, save_form
@@ -183,6 +188,44 @@ def test_checkbox_counts_agree_between_the_page_and_the_bundle(demo, tmp_path, a
         assert page.figures["Cases with any complication"] == "2 of 6"
 
 
+def test_cases_counted_a_few_at_a_time_give_the_same_analysis(censored, as_user, tmp_path, monkeypatch):
+    """The analysis holds a chunk of cases at a time and keeps counts between chunks: chunks of
+    three (cases of one site split across chunks, a chunk without imaging) give every table,
+    figure and text alternative that one chunk of all ten gives, on the page and in the bundle."""
+    for _ in range(2):  # the ninth and tenth cases: in different chunks of three
+        add_record("NTH", {"enrolment": {"case_source": "1", "sex": "2"},
+                           "outcome": {"complete_resolution": "0", "complications": ["1"]}})
+    db.session.commit()
+    clients = [as_user(user) for user in ("admin", "statistician")]
+
+    def shown() -> list:
+        pages = [page_for(client) for client in clients]
+        bundle = Page(export(tmp_path, "pooled_case_series").members["analysis.html"].decode("utf-8"))
+        db.session.commit()  # the export's audit entry, as the command line commits it
+        described = re.compile(r'alt="([^"]*)"|<desc>([^<]*)</desc>')
+        return [(page.parsed.rows, page.parsed.headers, page.figures, described.findall(page.html))
+                for page in (*pages, bundle)]
+
+    whole = shown()
+    monkeypatch.setattr(analysis_data, "CHUNK_CASES", 3)
+    monkeypatch.setattr(analysis_services, "CHUNK_CASES", 3)
+    analysis_services._REMEMBERED.clear()
+    assert shown() == whole
+    assert whole[0][2]["Median time from presentation to complete resolution"] == "30 days"
+    assert whole[0][2]["Cases with any complication"] == "2 of 10"
+
+
+def test_quantiles_from_counts_equal_pandas_on_every_value():
+    """Medians and quartiles come from counts per distinct value; they equal pandas' quantiles of
+    the values themselves, bit for bit, whatever the count, the ties and the spread."""
+    generator = np.random.default_rng(7)
+    for size in (1, 2, 3, 4, 5, 10, 101, 1000):
+        for spread in (3, 50, 10_000):
+            values = generator.integers(0, spread, size) / generator.choice([1, 2, 10])
+            expected = pd.Series(values).quantile([0.25, 0.5, 0.75]).tolist()
+            assert quantiles(Counter(values.tolist()), (0.25, 0.5, 0.75)) == expected, (size, spread)
+
+
 def test_site_full_bundles_have_no_analysis(demo, tmp_path):
     assert "analysis.html" not in export(tmp_path, "site_full", site="KMU").members
 
@@ -248,7 +291,7 @@ def test_kaplan_meier_from_a_dataframe_with_censoring(app):
         else:
             outcome["last_followup_date"] = str((pd.Timestamp("2025-01-01") + pd.Timedelta(days=day)).date())
         forms.append((n, "outcome", 1, outcome, {}))
-    analysis = analyse(study, case_data_from_rows(study, cases, forms, ["X"]), Audience())
+    analysis = analyse(study, [case_data_from_rows(study, cases, forms, ["X"])], Audience())
     figures = dict(analysis.key_figures)
     assert figures["Median time from presentation to complete resolution"] == "40 days"
     assert figures["95% confidence interval of the median"] == "10 to not reached"
@@ -334,11 +377,11 @@ def test_dense_plot_layers_are_one_picture_in_the_svg(censored, as_user, monkeyp
     vector = client.get("/analysis/plots/nodule-size.svg").get_data(as_text=True)
     assert "<image" not in vector
     monkeypatch.setattr(charts, "VECTOR_MARKS", 1)
-    dense = analyse(current_study(), case_data_from_rows(current_study(), [(n, "X") for n in range(3)], [
+    dense = analyse(current_study(), [case_data_from_rows(current_study(), [(n, "X") for n in range(3)], [
         (n, "imaging_followup", i, {"imaging_date": f"2025-03-{10 + i:02}", "imaging_calcification": "1",
                                     "imaging_size_mm": 9 - i}, {})
         for n in range(3) for i in (1, 2)] + [(n, "lesion_presentation", 1, {"lesion_date": "2025-03-01"}, {})
-                                               for n in range(3)], ["X"]), Audience())
+                                               for n in range(3)], ["X"])], Audience())
     svg = dense.chart("nodule-size").svg()
     assert svg.count("<image") == 1  # tracks and markers, adjacent layers, in one picture
     assert re.search(r"<title>[^<]+ at imaging follow-up</title>", svg)
@@ -358,7 +401,7 @@ def test_definition_without_an_analysed_field_is_refused(app):
 
 def test_a_site_without_cases_gets_an_empty_analysis_not_an_error(app):
     study = current_study()
-    analysis = analyse(study, case_data_from_rows(study, [], [], ["RVH"]), Audience())
+    analysis = analyse(study, [case_data_from_rows(study, [], [], ["RVH"])], Audience())
     figures = dict(analysis.key_figures)
     assert figures["Cases"] == "0" and figures["Median time from presentation to complete resolution"] == "no case"
     assert all(chart.svg().startswith("<svg") for chart in analysis.charts)

@@ -7,7 +7,7 @@ see a calendar date, a record ID or an identifier.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,12 +20,14 @@ import pyarrow.parquet as pq
 
 from app.analysis.fields import ALL_SITES, read_fields
 from app.exports.disclosure import SUPPRESSED
-from app.exports.plan import Plan, Role
+from app.exports.plan import Column, Plan, Role
 from app.exports.plan import Table as ExportTable
 from app.study.definition import Field, Study
 
 #: Joins a checkbox's ticked codes into one category (the loader lets no choice code hold a comma).
 TICKED_SEPARATOR = ","
+#: Cases the analysis holds at a time (with all their forms); it keeps only counts between chunks.
+CHUNK_CASES = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,62 +110,74 @@ def case_data_from_rows(study: Study, cases: Iterable[tuple[Any, str]],
     return CaseData(sites, result, tuple(site_order))
 
 
-def case_data_from_bundle(study: Study, plan: Plan, parquet_dir: Path) -> CaseData:
-    """CaseData from an export bundle's Parquet tables (main table plus one per repeatable form):
-    site pseudonyms and days from day 0, exactly the rows the bundle ships. Cases are numbered
-    in the order of their study IDs, which are not kept."""
+def case_data_from_bundle(study: Study, plan: Plan, parquet_dir: Path) -> Iterator[CaseData]:
+    """CaseData from an export bundle's Parquet tables (main table plus one per repeatable form),
+    CHUNK_CASES cases at a time with all their forms: site pseudonyms and days from day 0,
+    exactly the rows the bundle ships. Within a chunk, cases are numbered in the order of their
+    study IDs, which are not kept."""
     main = plan.main_table()
     read = read_fields(study)
+    key = main.key[0]
+    site_column = next((c for c in main.columns if c.role == Role.SITE), None)
 
-    def load(table: ExportTable) -> pa.Table:
+    def wanted(table: ExportTable) -> list[str]:
         """The case's own columns (key, instance, site and its suppression marker) and, of the
         instruments read, their status and the columns of the fields read."""
-        return pq.read_table(parquet_dir / f"{table.name}.parquet", columns=[
-            c.name for c in table.columns
-            if c.role in (Role.KEY, Role.INSTANCE, Role.SITE) or (c.role == Role.MISSING and c.field is None)
-            or (c.instrument in read and (c.role == Role.STATUS or c.field in read[c.instrument]))])
+        return [c.name for c in table.columns
+                if c.role in (Role.KEY, Role.INSTANCE, Role.SITE) or (c.role == Role.MISSING and c.field is None)
+                or (c.instrument in read and (c.role == Role.STATUS or c.field in read[c.instrument]))]
 
-    frame = load(main)
-    key = main.key[0]
-    # Study IDs stay in Arrow: a case is its ID's position in sorted order.
-    ids = pc.unique(frame.column(key)).sort()
-    index = pd.Index(pc.index_in(frame.column(key), value_set=ids).to_numpy(), name="key")
-    site_column = next((c for c in main.columns if c.role == Role.SITE), None)
-    if site_column is None:
-        sites = pd.Series(pd.Categorical([ALL_SITES] * len(index)), index=index)
-    else:
-        labels = frame.column(site_column.name)
-        if "site_miss" in frame.column_names:
-            labels = pc.if_else(frame.column("site_miss").is_valid(), code_label(study, SUPPRESSED.code), labels)
-        sites = pd.Series(_categories(labels), index=index)
-    result: dict[str, Forms] = {}
-    for name, fields in read.items():
-        table = next((t for t in plan.tables if t.instrument == name), None)
-        part = frame if table is None else load(table)
-        columns = [c for c in (main if table is None else table).columns if c.instrument == name]
-        status = next(c.name for c in columns if c.role == Role.STATUS)
-        part = part.filter(part.column(status).is_valid())
-        instances = np.ones(part.num_rows, dtype=np.int64) if table is None else part.column("instance").to_numpy()
-        forms_index = pd.MultiIndex.from_arrays([pc.index_in(part.column(key), value_set=ids).to_numpy(), instances],
-                                                names=["key", "instance"])
-        values: dict[str, Compact] = {}
-        codes: dict[str, Compact] = {}
-        ticked: dict[str, list[tuple[str, np.ndarray]]] = {}
-        for column in columns:
-            if column.field not in fields:
-                continue
-            cells = part.column(column.name)
-            if column.role == Role.MISSING:
-                codes[column.field] = _categories(cells)
-            elif column.role == Role.CHOICE:
-                ticked.setdefault(column.field, []).append((column.choice, pc.equal(cells, 1).fill_null(False)))
-            elif column.role in (Role.VALUE, Role.DAY, Role.SHIFTED):
-                values[column.field] = _bundle_values(study.field(column.field), column.role, cells)
-        for checkbox, options in ticked.items():
-            values[checkbox] = _combinations(options)
-        result[name] = _forms(study, fields, forms_index, values, codes)
-    order = tuple(sorted(sites.unique())) if site_column is not None else ()
-    return CaseData(sites, result, order)
+    for batch in pq.ParquetFile(parquet_dir / f"{main.name}.parquet").iter_batches(
+            batch_size=CHUNK_CASES, columns=wanted(main)):
+        frame = pa.Table.from_batches([batch])
+        # Study IDs stay in Arrow: a case is its ID's position in sorted order.
+        ids = pc.unique(frame.column(key)).sort()
+        index = pd.Index(pc.index_in(frame.column(key), value_set=ids).to_numpy(), name="key")
+        if site_column is None:
+            sites = pd.Series(pd.Categorical([ALL_SITES] * len(index)), index=index)
+        else:
+            labels = frame.column(site_column.name)
+            if "site_miss" in frame.column_names:
+                labels = pc.if_else(frame.column("site_miss").is_valid(), code_label(study, SUPPRESSED.code), labels)
+            sites = pd.Series(_categories(labels), index=index)
+        result: dict[str, Forms] = {}
+        for name, fields in read.items():
+            table = next((t for t in plan.tables if t.instrument == name), None)
+            part = frame if table is None else pq.read_table(
+                parquet_dir / f"{table.name}.parquet", columns=wanted(table), filters=pc.field(key).isin(ids))
+            columns = [c for c in (main if table is None else table).columns if c.instrument == name]
+            saved = part.filter(part.column(_status(columns)).is_valid())
+            result[name] = _bundle_forms(study, fields, columns, saved, ids, key, repeated=table is not None)
+        order = tuple(sorted(sites.unique())) if site_column is not None else ()
+        yield CaseData(sites, result, order)
+
+
+def _status(columns: list[Column]) -> str:
+    return next(c.name for c in columns if c.role == Role.STATUS)
+
+
+def _bundle_forms(study: Study, fields: list[str], columns: list[Column], part: pa.Table, ids: pa.Array,
+                  key: str, *, repeated: bool) -> Forms:
+    """One instrument's saved instances in a chunk of the bundle (rows with a status only)."""
+    instances = part.column("instance").to_numpy() if repeated else np.ones(part.num_rows, dtype=np.int64)
+    index = pd.MultiIndex.from_arrays([pc.index_in(part.column(key), value_set=ids).to_numpy(), instances],
+                                      names=["key", "instance"])
+    values: dict[str, Compact] = {}
+    codes: dict[str, Compact] = {}
+    ticked: dict[str, list[tuple[str, pa.ChunkedArray]]] = {}
+    for column in columns:
+        if column.field not in fields:
+            continue
+        cells = part.column(column.name)
+        if column.role == Role.MISSING:
+            codes[column.field] = _categories(cells)
+        elif column.role == Role.CHOICE:
+            ticked.setdefault(column.field, []).append((column.choice, pc.equal(cells, 1).fill_null(False)))
+        elif column.role in (Role.VALUE, Role.DAY, Role.SHIFTED):
+            values[column.field] = _bundle_values(study.field(column.field), column.role, cells)
+    for checkbox, options in ticked.items():
+        values[checkbox] = _combinations(options)
+    return _forms(study, fields, index, values, codes)
 
 
 def _categories(cells: pa.ChunkedArray) -> pd.Categorical:

@@ -12,14 +12,13 @@ read are named in app.analysis.fields.
 from __future__ import annotations
 
 import base64
-import itertools
-from collections.abc import Callable, Collection, Sequence
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from flask import render_template
 from lifelines import KaplanMeierFitter
 from lifelines.utils import median_survival_times
@@ -27,24 +26,17 @@ from matplotlib.figure import Figure
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
-from app.analysis.data import TICKED_SEPARATOR, CaseData, case_data_from_bundle, case_data_from_rows, code_label
+from app.analysis.data import CHUNK_CASES, CaseData, case_data_from_bundle, case_data_from_rows, code_label
 from app.analysis.fields import (
     ALL_SITES,
-    CALCIFICATION,
     CALCIFICATION_SIZE,
-    COMPLICATIONS,
     CONCENTRATION,
-    CONCENTRATION_CUTS,
     CONFIDENTIAL,
     DRUG,
     IMAGED,
-    LAST_FOLLOWUP,
-    NO,
-    NO_COMPLICATION,
     NO_VALUE,
     NOT_ENTERED,
     OUTCOME_FIELDS,
-    PRESENTED,
     RESOLVED,
     STREAM_ROWS,
     TABLE1,
@@ -52,6 +44,7 @@ from app.analysis.fields import (
     YES,
     read_fields,
 )
+from app.analysis.tally import ALL_CASES, RowKey, Tally, number_text, quantiles
 from app.auth.models import Site, User
 from app.auth.permissions import Action, site_ids_for
 from app.charts import new_figure, rasterized, series_style, to_png, to_svg
@@ -63,7 +56,6 @@ from app.exports.source import DATA_TEXT, MISSING_TEXT, stored_json
 from app.records.fingerprints import Fingerprints, RememberedResults
 from app.records.models import FormInstance, Record
 from app.study.definition import Field, Study
-from app.study.fieldtypes import format_number
 
 # -- who sees what ---------------------------------------------------------------------------------
 
@@ -113,9 +105,10 @@ def _visible_site_ids(user: User) -> set[int] | None:
 
 
 def load_case_data(session: Session, study: Study, user: User, audience: Audience,
-                   pseudonyms: Pseudonymiser) -> CaseData:
-    """The cases `user` may see, in one query over records and the form instances the analysis
-    reads (deleted records never count). Statisticians get record ids as keys, never labels."""
+                   pseudonyms: Pseudonymiser) -> Iterator[CaseData]:
+    """The cases `user` may see, CHUNK_CASES at a time with all their forms, from one streamed
+    query over records and the form instances the analysis reads (deleted records never count).
+    Statisticians get record ids as keys, never labels."""
     allowed = _visible_site_ids(user)
     read = read_fields(study)
     join = and_(FormInstance.record_id == Record.id, FormInstance.instrument.in_(sorted(read)))
@@ -134,19 +127,25 @@ def load_case_data(session: Session, study: Study, user: User, audience: Audienc
         found = stored_json(text)
         return {name: found[name] for name in fields if name in found}
 
-    # Streamed, and each form cut down to the fields the analysis reads as it comes: a large
-    # study's forms are never all held whole.
+    def chunk() -> CaseData:
+        order = () if audience.sites == "drop" else tuple(sorted(set(cases.values())))
+        return case_data_from_rows(study, cases.items(), forms, order)
+
+    # Rows come in record order, so a record's forms are together: a chunk ends between records.
     cases: dict[int, str] = {}
-    forms = []
+    forms: list[tuple[Any, str, int, dict[str, Any], dict[str, str]]] = []
     for record_id, code, instrument, instance, data, missing in session.execute(
             stmt.execution_options(yield_per=STREAM_ROWS)):
         if record_id not in cases:
+            if len(cases) == CHUNK_CASES:
+                yield chunk()
+                cases, forms = {}, []
             cases[record_id] = site_label(code)
         if instrument is not None:
             fields = read[instrument]
             forms.append((record_id, instrument, instance, kept(data, fields), kept(missing, fields)))
-    order = () if audience.sites == "drop" else tuple(sorted(set(cases.values())))
-    return case_data_from_rows(study, cases.items(), forms, order)
+    if cases:
+        yield chunk()
 
 
 # -- the analysis ------------------------------------------------------------------------------
@@ -212,58 +211,20 @@ class Analysis:
         raise NotFoundError("No such plot.")
 
 
-@dataclass(slots=True)
-class _Cases:
-    """One row per case: instance 1 of single forms, the first instance of calcium exposures."""
-
-    values: pd.DataFrame
-    codes: pd.DataFrame
-    groups: list[tuple[str, pd.Series]] = field(default_factory=list)
-
-
-def _cases(study: Study, data: CaseData) -> _Cases:
-    index = data.sites.index
-    values, codes = [], []
-    for name, forms in sorted(data.forms.items()):
-        if study.instrument(name).repeatable and name != study.field(DRUG).instrument:
-            continue
-        first = _first_instances(forms.values.index)
-        values.append(forms.values.iloc[first].droplevel("instance").reindex(index))
-        codes.append(forms.codes.iloc[first].droplevel("instance").reindex(index))
-    cases = _Cases(pd.concat(values, axis=1), pd.concat(codes, axis=1))
-    cases.groups = [(site, data.sites.eq(site)) for site in data.site_order]
-    if len(data.site_order) != 1:
-        cases.groups.append((ALL_SITES, pd.Series(True, index=index)))
-    return cases
-
-
-def _first_instances(index: pd.MultiIndex) -> np.ndarray:
-    """Positions of each case's first (lowest-numbered) instance, found by sorting positions
-    rather than the frame: instance 1 of a single form, the first infusion of the exposures."""
-    keys = index.get_level_values("key").to_numpy()
-    order = np.lexsort((index.get_level_values("instance").to_numpy(), keys))
-    ordered = keys[order]
-    return order[np.concatenate(([True], ordered[1:] != ordered[:-1]))] if len(order) else order
-
-
-def _objects(column: pd.Series) -> pd.Series:
-    """A column as objects with blanks as None (whatever pandas made of them), for `is None` checks."""
-    return column.astype(object).where(column.notna(), None)
-
-
-def _ticked(column: pd.Series, test: Callable[[list[str]], bool]) -> pd.Series:
-    """Per case, `test` of the codes ticked in a checkbox column (False for a blank), computed once
-    per combination of ticked codes rather than once per case."""
-    hits = np.array([test(combination.split(TICKED_SEPARATOR)) for combination in column.cat.categories] + [False])
-    return pd.Series(hits[column.cat.codes.to_numpy()], index=column.index, dtype=bool)
-
-
-def _number(value: float) -> str:
-    return format_number(round(float(value), 1))
-
-
 def _heading(f: Field) -> Row:
     return Row(f"{f.label} ({f.units})" if f.units else f.label, heading=True)
+
+
+#: A column of the tables: its label and the sites it pools.
+Group = tuple[str, set[str]]
+
+
+def _groups(tally: Tally) -> list[Group]:
+    """A column per site shown (in label order), then all sites pooled unless there is exactly one."""
+    groups = [(site, {site}) for site in sorted(tally.shown)]
+    if len(groups) != 1:
+        groups.append((ALL_SITES, tally.every_site()))
+    return groups
 
 
 class _Summariser:
@@ -277,15 +238,16 @@ class _Summariser:
     all sets until none changes.
     """
 
-    def __init__(self, study: Study, cases: _Cases, audience: Audience) -> None:
-        self.study, self.cases, self.audience = study, cases, audience
-        self.totals = [int(members.sum()) for _, members in cases.groups]
+    def __init__(self, study: Study, tally: Tally, audience: Audience) -> None:
+        self.study, self.tally, self.audience = study, tally, audience
+        self.groups = _groups(tally)
+        self.totals = [sum(tally.cases[site] for site in sites) for _, sites in self.groups]
         #: The columns' n, hidden like any row of counts (the pooled n sums the sites' n).
         self.header_hidden = self._hidden([self.totals], partition=False)[0]
 
     def columns(self) -> tuple[str, ...]:
         return tuple(f"{label} (n = {self._count(n, hide)})"
-                     for (label, _), n, hide in zip(self.cases.groups, self.totals, self.header_hidden, strict=True))
+                     for (label, _), n, hide in zip(self.groups, self.totals, self.header_hidden, strict=True))
 
     def _count(self, n: int, hide: bool) -> str:
         if not hide:
@@ -321,48 +283,41 @@ class _Summariser:
                 cells.append(f"{n} ({round(100 * n / total)}%)")
         return tuple(cells)
 
-    def _tail(self, name: str) -> list[tuple[str, pd.Series]]:
-        """Missing-data codes counted apart from values (only codes that occur), then blanks."""
-        values, codes = self.cases.values[name], self.cases.codes[name]
-        hits = [(code_label(self.study, code), codes.eq(code)) for code in sorted(codes.dropna().unique())]
-        blank = values.isna() & codes.isna()
-        if blank.any():
-            hits.append((NOT_ENTERED, blank))
+    def _hits(self, name: str) -> list[tuple[str, RowKey]]:
+        """The rows of a field: its choices (or its count of values), then the missing-data codes
+        it holds, then blanks if any."""
+        f = self.study.field(name)
+        hits = [(c.label, ("choice", c.code)) for c in f.choices] if f.choices else [("With a value", ("value", ""))]
+        hits += [(code_label(self.study, code), ("code", code)) for code in self.tally.codes(name)]
+        if self.tally.total(self.tally.every_site(), name, ("blank", "")):
+            hits.append((NOT_ENTERED, ("blank", "")))
         return hits
 
     def rows(self, name: str) -> list[Row]:
         f = self.study.field(name)
-        values = self.cases.values[name]
-        numbers = None
-        if f.type == "checkbox":
-            hits = [(c.label, _ticked(values, lambda ticked, code=c.code: code in ticked)) for c in f.choices]
-        elif f.choices:
-            hits = [(c.label, values.eq(c.code)) for c in f.choices]
-        else:
-            numbers = pd.to_numeric(values, errors="coerce")
-            hits = [("With a value", numbers.notna())]
-        hits += self._tail(name)
-        counts = [[int((hit & members).sum()) for _, members in self.cases.groups] for _, hit in hits]
+        hits = self._hits(name)
+        counts = [[self.tally.total(sites, name, key) for _, sites in self.groups] for _, key in hits]
         # A checkbox's options are not exclusive (several may be ticked): only its rows' sites add up.
         hidden = self._hidden(counts, partition=f.type != "checkbox")
         rows = [Row(label, self._cells(row, hide)) for (label, _), row, hide in zip(hits, counts, hidden, strict=True)]
-        if numbers is not None:
-            rows = [*self._continuous(numbers, hidden[0]), *rows]
+        if not f.choices:
+            rows = [*self._continuous(name, hidden[0]), *rows]
         return [_heading(f), *rows]
 
-    def _continuous(self, numbers: pd.Series, hidden: list[bool]) -> list[Row]:
+    def _continuous(self, name: str, hidden: list[bool]) -> list[Row]:
         """Median (IQR) and range per column, withheld where the count of values is."""
         medians, ranges = [], []
-        for (_, members), hide in zip(self.cases.groups, hidden, strict=True):
-            found = numbers[members].dropna()
-            if hide or found.empty:
-                withheld = self._count(len(found), hide) if hide else NO_VALUE
+        for (_, sites), hide in zip(self.groups, hidden, strict=True):
+            found = self.tally.numbers(name, sites)
+            n = sum(found.values())
+            if hide or not n:
+                withheld = self._count(n, hide) if hide else NO_VALUE
                 medians.append(withheld)
                 ranges.append(withheld)
                 continue
-            q1, median, q3 = found.quantile([0.25, 0.5, 0.75])
-            medians.append(f"{_number(median)} ({_number(q1)} to {_number(q3)})")
-            ranges.append(f"{_number(found.min())} to {_number(found.max())}")
+            q1, median, q3 = quantiles(found, (0.25, 0.5, 0.75))
+            medians.append(f"{number_text(median)} ({number_text(q1)} to {number_text(q3)})")
+            ranges.append(f"{number_text(min(found))} to {number_text(max(found))}")
         return [Row("Median (IQR)", tuple(medians)), Row("Range", tuple(ranges))]
 
 
@@ -383,30 +338,34 @@ def _complement(hidden: list[list[bool]], counts: list[list[int]], cells: list[t
 
 
 @dataclass(frozen=True, slots=True)
-class _Survival:
-    durations: pd.Series
-    resolved: pd.Series
-    excluded: int
+class _Fit:
+    """A Kaplan-Meier fit of a group's (time, outcome) counts, with its cases and events."""
+
+    fitter: KaplanMeierFitter
+    n: int
+    events: int
 
 
-def _survival(cases: _Cases) -> _Survival:
-    """Resolved cases are events at their time to resolution; unresolved ones are censored at their
-    last follow-up (days from presentation). Cases with neither time are left out and counted."""
-    values = cases.values
-    resolved = values[RESOLVED].eq(YES)
-    event_time = pd.to_numeric(values[TIME_TO_RESOLUTION], errors="coerce")
-    censor_time = (pd.to_numeric(values[LAST_FOLLOWUP], errors="coerce")
-                   - pd.to_numeric(values[PRESENTED], errors="coerce"))
-    durations = event_time.where(resolved, censor_time.where(values[RESOLVED].eq(NO)))
-    usable = durations.notna() & (durations >= 0)
-    return _Survival(durations[usable].astype(float), resolved[usable], int((~usable).sum()))
+Fitted = list[tuple[str, _Fit | None]]
 
 
-def _fit(survival: _Survival, members: pd.Series, label: str) -> KaplanMeierFitter | None:
-    chosen = members.reindex(survival.durations.index, fill_value=False)
-    if not chosen.any():
+def _fit(counts: Counter[tuple[float, bool]], label: str) -> _Fit | None:
+    """The fit of a group's usable cases, each distinct (time, outcome) once with its count as
+    weight: the same estimates and confidence bands as one row per case."""
+    if not counts:
         return None
-    return KaplanMeierFitter().fit(survival.durations[chosen], survival.resolved[chosen], label=label)
+    pairs = list(counts.items())
+    durations = [duration for (duration, _), _ in pairs]
+    events = [event for (_, event), _ in pairs]
+    weights = [n for _, n in pairs]
+    fitter = KaplanMeierFitter().fit(durations, events, weights=weights, label=label)
+    return _Fit(fitter, sum(weights), sum(n for (_, event), n in pairs if event))
+
+
+def _fit_groups(tally: Tally, grouping: str) -> Fitted:
+    """One fit per group of `grouping` (every group that has a case, usable time or not), shared
+    by the table and the plot (a fit is the costly part)."""
+    return [(label, _fit(tally.survival[(grouping, label)], label)) for label in tally.labels(grouping)]
 
 
 def _median_text(fitter: KaplanMeierFitter) -> tuple[str, str]:
@@ -414,47 +373,19 @@ def _median_text(fitter: KaplanMeierFitter) -> tuple[str, str]:
     bounds = median_survival_times(fitter.confidence_interval_).iloc[0]
 
     def shown(value: float) -> str:
-        return "not reached" if not np.isfinite(value) else f"{_number(value)}"
+        return "not reached" if not np.isfinite(value) else f"{number_text(value)}"
 
     return (f"{shown(median)} days" if np.isfinite(median) else "not reached",
             f"{shown(bounds.iloc[0])} to {shown(bounds.iloc[1])}")
 
 
-def _group_labels(study: Study, cases: _Cases, name: str, cuts: Sequence[float] = ()) -> pd.Series:
-    """Each case's group for `name`: its choice label, concentration band, code label or 'Not entered'."""
-    f = study.field(name)
-    values, codes = cases.values[name], cases.codes[name]
-    if f.choices:
-        labels = _objects(values).map(lambda v: f.choice_label(v) if v is not None else None)
-    else:
-        numbers = pd.to_numeric(values, errors="coerce")
-        units = f" {f.units}" if f.units else ""
-        edges = [-np.inf, *cuts, np.inf]
-        names = [f"< {_number(cuts[0])}{units}",
-                 *(f"{_number(a)} to < {_number(b)}{units}" for a, b in itertools.pairwise(cuts)),
-                 f"≥ {_number(cuts[-1])}{units}"]
-        labels = pd.cut(numbers, edges, right=False, labels=names).astype(object).where(numbers.notna(), None)
-    coded = _objects(codes).map(lambda c: code_label(study, c) if c else None)
-    return labels.fillna(coded).fillna(NOT_ENTERED)
-
-
-Fitted = list[tuple[str, KaplanMeierFitter | None]]
-
-
-def _fit_groups(survival: _Survival, groups: list[tuple[str, pd.Series]]) -> Fitted:
-    """One fit per group, shared by the table and the plot (a fit is the costly part)."""
-    return [(label, _fit(survival, members, label)) for label, members in groups]
-
-
 def _km_chart(name: str, title: str, fitted: Fitted, audience: Audience, *, bands: bool) -> Chart:
-    fits = [(label, fit) for label, fit in fitted if fit is not None and not audience.hides(len(fit.durations))]
+    fits = [(label, fit) for label, fit in fitted if fit is not None and not audience.hides(fit.n)]
     parts = []
     for label, fit in fits:
-        median, _ = _median_text(fit)
-        events = int(fit.event_observed.sum())
-        n = len(fit.durations)
-        parts.append(f"{label}: {audience.count(n)} cases, {audience.count(events)} resolved, "
-                     f"{audience.count(n - events)} censored, median {median}")
+        median, _ = _median_text(fit.fitter)
+        parts.append(f"{label}: {audience.count(fit.n)} cases, {audience.count(fit.events)} resolved, "
+                     f"{audience.count(fit.n - fit.events)} censored, median {median}")
     alt = (f"Kaplan-Meier curve{'s' if len(fits) > 1 else ''} of the proportion of cases not yet resolved "
            f"against days from presentation. " + ("; ".join(parts) + "." if parts else "No case to draw."))
     skipped = sum(fit is not None for _, fit in fitted) - len(fits)
@@ -462,15 +393,16 @@ def _km_chart(name: str, title: str, fitted: Fitted, audience: Audience, *, band
 
     def build() -> Figure:
         figure, axes = new_figure(title, "Time from presentation (days)", "Proportion not yet resolved")
-        for index, (label, fit) in enumerate(fits):
-            style = series_style(index)
+        for index, (label, found) in enumerate(fits):
+            style, fit = series_style(index), found.fitter
             curve = fit.survival_function_.iloc[:, 0]
             axes.step(curve.index, curve.values, where="post", label=label, **style)
             if bands:
                 ci = fit.confidence_interval_
                 axes.fill_between(ci.index, ci.iloc[:, 0], ci.iloc[:, 1], step="post", alpha=0.15,
                                   color=style["color"], label=f"{label}: 95% confidence band")
-            # Each time once: censored cases at the same time are one mark on the curve.
+            # Each time once (the fit holds each (time, outcome) once): cases censored at the same
+            # time are one mark on the curve.
             censored = np.unique(fit.durations[~fit.event_observed.astype(bool)])
             if len(censored):
                 axes.plot(censored, fit.survival_function_at_times(censored).values, linestyle="none",
@@ -487,83 +419,75 @@ def _km_chart(name: str, title: str, fitted: Fitted, audience: Audience, *, band
     return Chart(name, title, alt, build, note)
 
 
-def _km_row(label: str, fit: KaplanMeierFitter | None, audience: Audience) -> Row:
-    n = 0 if fit is None else len(fit.durations)
-    events = 0 if fit is None else int(fit.event_observed.sum())
+def _km_row(label: str, fit: _Fit | None, audience: Audience) -> Row:
+    n = 0 if fit is None else fit.n
+    events = 0 if fit is None else fit.events
     if fit is None or audience.hides(n):
         withheld = audience.count(n) if audience.hides(n) else NO_VALUE
         return Row(label, (audience.count(n), audience.count(events), audience.count(n - events), withheld, withheld))
-    median, ci = _median_text(fit)
+    median, ci = _median_text(fit.fitter)
     if audience.hides(events) or audience.hides(n - events):  # one would give the other away: n is shown
         return Row(label, (str(n), *(audience.count(x) if audience.hides(x) else CONFIDENTIAL
                                      for x in (events, n - events)), median, ci))
     return Row(label, (str(n), str(events), str(n - events), median, ci))
 
 
-def _survival_table(study: Study, survival: _Survival, overall: KaplanMeierFitter | None, audience: Audience,
+def _survival_table(study: Study, excluded: int, overall: _Fit | None, audience: Audience,
                     by: list[tuple[str, Fitted]]) -> Table:
-    rows = [Row("Overall", heading=True), _km_row("All cases", overall, audience)]
+    rows = [Row("Overall", heading=True), _km_row(ALL_CASES, overall, audience)]
     for title, fitted in by:
         rows.append(Row(title, heading=True))
         rows += [_km_row(label, fit, audience) for label, fit in fitted]
     caption = (f"Kaplan-Meier estimates. Resolved cases are events at their time to resolution; unresolved cases "
-               f"are censored at their last follow-up. {audience.count(survival.excluded)} case(s) have no "
+               f"are censored at their last follow-up. {audience.count(excluded)} case(s) have no "
                f"usable time and are left out.")
     return Table(study.field(TIME_TO_RESOLUTION).label, caption,
                  ("Cases", "Resolved", "Censored", "Median", "95% CI of the median"), tuple(rows))
 
 
-def _grouped(labels: pd.Series) -> list[tuple[str, pd.Series]]:
-    return [(label, labels.eq(label)) for label in sorted(labels.unique(), key=str)]
-
-
 # -- nodule size over time -------------------------------------------------------------------------
 
 
-def _size_chart(study: Study, data: CaseData, cases: _Cases, audience: Audience) -> Chart:
-    """Each case's calcification size at each imaging follow-up, in days from presentation; a study
-    that shows no calcification is drawn at 0 mm (resolved on imaging) with a hollow marker."""
-    forms = data.forms[study.field(IMAGED).instrument]
-    values = forms.values
-    start = pd.to_numeric(cases.values[PRESENTED], errors="coerce")
-    keys = values.index.get_level_values("key")
-    day = pd.to_numeric(values[IMAGED], errors="coerce").to_numpy() - start.reindex(keys).to_numpy()
-    size = pd.to_numeric(values[CALCIFICATION_SIZE], errors="coerce").where(values[CALCIFICATION].ne(NO), 0.0)
-    points = pd.DataFrame({"key": keys, "day": day, "size": size.to_numpy(),
-                           "absent": values[CALCIFICATION].eq(NO).to_numpy()}).dropna(subset=["day", "size"])
+def _size_chart(study: Study, tally: Tally, audience: Audience) -> Chart:
+    """Each case's calcification size at each imaging follow-up, in days from presentation, joined
+    from one study to the next; a study that shows no calcification is drawn at 0 mm (resolved on
+    imaging) with a hollow marker. Studies and track segments that coincide are drawn once."""
     size_field, date_field = study.field(CALCIFICATION_SIZE), study.field(IMAGED)
     title = f"{size_field.label} at imaging follow-up"
     units = size_field.units or ""
-    if points.empty:
+    points = tally.points
+    if not points:
         alt = (f"No imaging follow-up has both a {date_field.label.lower()} and a size, with the date of "
                f"presentation known: nothing to plot yet.")
     else:
-        alt = (f"{audience.count(len(points))} imaging studies of {audience.count(points['key'].nunique())} cases, "
-               f"from day "
-               f"{_number(points['day'].min())} to day {_number(points['day'].max())} after presentation; sizes "
-               f"{_number(points['size'].min())} to {_number(points['size'].max())} {units}; "
-               f"{audience.count(int(points['absent'].sum()))} studies showed no calcification (drawn at 0 {units}).")
+        days = [day for day, _, _ in points]
+        sizes = [size for _, size, _ in points]
+        absent = sum(n for (_, _, no_calcification), n in points.items() if no_calcification)
+        alt = (f"{audience.count(sum(points.values()))} imaging studies of {audience.count(tally.imaged_cases)} "
+               f"cases, from day {number_text(min(days))} to day {number_text(max(days))} after presentation; "
+               f"sizes {number_text(min(sizes))} to {number_text(max(sizes))} {units}; "
+               f"{audience.count(absent)} studies showed no calcification (drawn at 0 {units}).")
 
     def build() -> Figure:
         figure, axes = new_figure(title, "Time from presentation (days)", f"{size_field.label} ({units})")
         style = series_style(0)
-        # One line for every case's track, broken by a blank between cases: one artist, not one per case.
-        tracks = points.sort_values(["key", "day"])
-        breaks = tracks["key"].ne(tracks["key"].shift()).to_numpy()
-        days = np.insert(tracks["day"].to_numpy(float), np.flatnonzero(breaks), np.nan)
-        sizes = np.insert(tracks["size"].to_numpy(float), np.flatnonzero(breaks), np.nan)
-        dense = rasterized(len(days))
-        axes.plot(days, sizes, color=style["color"], alpha=0.5, linewidth=1, rasterized=dense)
-        # Each (day, size) once: the studies that share one are one mark.
-        present = points.loc[~points["absent"], ["day", "size"]].drop_duplicates()
-        axes.plot(present["day"], present["size"], linestyle="none", marker="o", color=style["color"],
-                  label="Calcification measured", rasterized=dense)
-        absent = points.loc[points["absent"], ["day", "size"]].drop_duplicates()
-        axes.plot(absent["day"], absent["size"], linestyle="none", marker="o", markerfacecolor="none",
-                  color=series_style(1)["color"], label="No calcification (0)", rasterized=dense)
+        # Every track segment in one line, each broken off by a blank: one artist, not one per case.
+        segments = np.array(sorted(tally.segments), dtype=float).reshape(-1, 4)
+        gaps = np.full(len(segments), np.nan)
+        track_days = np.column_stack([segments[:, 0], segments[:, 2], gaps]).ravel()
+        track_sizes = np.column_stack([segments[:, 1], segments[:, 3], gaps]).ravel()
+        dense = rasterized(len(track_days) + len(points))
+        axes.plot(track_days, track_sizes, color=style["color"], alpha=0.5, linewidth=1, rasterized=dense)
+        present = sorted((day, size) for day, size, no_calcification in points if not no_calcification)
+        axes.plot([d for d, _ in present], [s for _, s in present], linestyle="none", marker="o",
+                  color=style["color"], label="Calcification measured", rasterized=dense)
+        resolved = sorted((day, size) for day, size, no_calcification in points if no_calcification)
+        axes.plot([d for d, _ in resolved], [s for _, s in resolved], linestyle="none", marker="o",
+                  markerfacecolor="none", color=series_style(1)["color"], label="No calcification (0)",
+                  rasterized=dense)
         axes.set_xlim(left=0)
         axes.set_ylim(bottom=0)
-        if points.empty:
+        if not points:
             axes.text(0.5, 0.5, "No imaging follow-up with a date and a size yet", transform=axes.transAxes,
                       ha="center")
         else:
@@ -576,10 +500,13 @@ def _size_chart(study: Study, data: CaseData, cases: _Cases, audience: Audience)
 # -- putting it together ---------------------------------------------------------------------------
 
 
-def analyse(study: Study, data: CaseData, audience: Audience) -> Analysis:
-    """Table 1, the outcome table, the survival estimates and the plots for the cases in `data`."""
-    cases = _cases(study, data)
-    summary = _Summariser(study, cases, audience)
+def analyse(study: Study, chunks: Iterable[CaseData], audience: Audience) -> Analysis:
+    """Table 1, the outcome table, the survival estimates and the plots for the cases in `chunks`
+    (each chunk some cases with all their forms), counted a chunk at a time."""
+    tally = Tally()
+    for chunk in chunks:
+        tally.add(study, chunk)
+    summary = _Summariser(study, tally, audience)
     columns = summary.columns()
     table1 = Table("Table 1. Patients, exposures and lesions", (
         "Counts with the percentage of the column's cases; continuous values as median (interquartile range) "
@@ -589,39 +516,36 @@ def analyse(study: Study, data: CaseData, audience: Audience) -> Analysis:
                                     *(r for n in names for r in summary.rows(n)))))
     outcome = Table("Outcome, complications and treatment", "Counts with the percentage of the column's cases.",
                     columns, tuple(r for n in OUTCOME_FIELDS for r in summary.rows(n)))
-    survival = _survival(cases)
     drug, concentration = study.field(DRUG), study.field(CONCENTRATION)
-    by_drug = _fit_groups(survival, _grouped(_group_labels(study, cases, DRUG)))
-    by_concentration = _fit_groups(survival, _grouped(_group_labels(study, cases, CONCENTRATION, CONCENTRATION_CUTS)))
-    overall = _fit(survival, pd.Series(True, index=cases.values.index), "All cases")
-    km = _survival_table(study, survival, overall, audience, [(f"By {drug.label.lower()}", by_drug),
-                                                              (f"By {concentration.label.lower()}", by_concentration)])
+    by_drug, by_concentration = _fit_groups(tally, DRUG), _fit_groups(tally, CONCENTRATION)
+    overall = _fit(tally.survival.get((None, ALL_CASES), Counter()), ALL_CASES)
+    km = _survival_table(study, tally.excluded, overall, audience,
+                         [(f"By {drug.label.lower()}", by_drug),
+                          (f"By {concentration.label.lower()}", by_concentration)])
     charts = (
-        _km_chart("time-to-resolution", "Time from presentation to complete resolution", [("All cases", overall)],
+        _km_chart("time-to-resolution", "Time from presentation to complete resolution", [(ALL_CASES, overall)],
                   audience, bands=True),
         _km_chart("time-to-resolution-by-drug", f"Time to complete resolution by {drug.label.lower()}", by_drug,
                   audience, bands=False),
         _km_chart("time-to-resolution-by-concentration",
                   f"Time to complete resolution by {concentration.label.lower()}", by_concentration,
                   audience, bands=False),
-        _size_chart(study, data, cases, audience),
+        _size_chart(study, tally, audience),
     )
-    n = len(cases.values)
-    resolved = int(cases.values[RESOLVED].eq(YES).sum())
-    complications = set(study.field(COMPLICATIONS).choice_codes) - {NO_COMPLICATION}
-    complicated = int(_ticked(cases.values[COMPLICATIONS], lambda ticked: not complications.isdisjoint(ticked)).sum())
-    median, ci = _median_text(overall) if overall is not None and not audience.hides(len(overall.durations)) \
-        else (audience.count(len(survival.durations)) if len(survival.durations) else "no case", NO_VALUE)
-    exposures = data.forms[drug.instrument].values
-    repeated = int((exposures.groupby(level="key").size() > 1).sum()) if len(exposures) else 0
+    n = sum(tally.cases.values())
+    resolved = tally.total(tally.every_site(), RESOLVED, ("choice", YES))
+    if overall is not None and not audience.hides(overall.n):
+        median, ci = _median_text(overall.fitter)
+    else:
+        median, ci = (audience.count(overall.n) if overall is not None else "no case"), NO_VALUE
     key_figures = (
         ("Cases", audience.count(n)),
         (study.field(RESOLVED).label, f"{audience.count(resolved)} of {audience.count(n)}"),
         (f"Median {study.field(TIME_TO_RESOLUTION).label.lower()}", median),
         ("95% confidence interval of the median", ci),
-        ("Cases with any complication", f"{audience.count(complicated)} of {audience.count(n)}"),
+        ("Cases with any complication", f"{audience.count(tally.complicated)} of {audience.count(n)}"),
     )
-    notes = (f"Exposure rows describe each case's first recorded infusion; {audience.count(repeated)} case(s) "
+    notes = (f"Exposure rows describe each case's first recorded infusion; {audience.count(tally.repeated)} case(s) "
              f"have more than one.",)
     return Analysis(audience, key_figures, (table1, outcome, km), charts, notes)
 
@@ -655,7 +579,7 @@ def write_analysis_html(root: Path, plan: Plan) -> None:
     if profile.per_site or profile.layout != "wide" or profile.repeatable != "tables":
         return
     study = plan.study
-    data = case_data_from_bundle(study, plan, root / "parquet")
-    analysis = analyse(study, data, Audience(description="exact counts of the rows in this bundle"))
+    chunks = case_data_from_bundle(study, plan, root / "parquet")
+    analysis = analyse(study, chunks, Audience(description="exact counts of the rows in this bundle"))
     html = render_template("analysis/document.html", analysis=analysis, study=study, profile=profile)
     (root / "analysis.html").write_text(html, encoding="utf-8")
