@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections import Counter
 from dataclasses import replace
 from html.parser import HTMLParser
 from types import MappingProxyType
@@ -18,10 +17,11 @@ import pytest
 from app import charts
 from app.analysis import data as analysis_data
 from app.analysis import services as analysis_services
+from app.analysis import tally
 from app.analysis.data import case_data_from_rows
 from app.analysis.fields import AnalysisDefinitionError, check_definition
-from app.analysis.services import Audience, analyse
-from app.analysis.tally import quantiles
+from app.analysis.services import Audience, Chart, analyse
+from app.analysis.tally import ValueCounts, quantiles
 from app.exports.services import COMMAND_LINE
 from app.extensions import db
 from app.records.services import Submission, delete_record, restore_record, save_form
@@ -223,7 +223,10 @@ def test_quantiles_from_counts_equal_pandas_on_every_value():
         for spread in (3, 50, 10_000):
             values = generator.integers(0, spread, size) / generator.choice([1, 2, 10])
             expected = pd.Series(values).quantile([0.25, 0.5, 0.75]).tolist()
-            assert quantiles(Counter(values.tolist()), (0.25, 0.5, 0.75)) == expected, (size, spread)
+            counted = ValueCounts()
+            for part in np.array_split(values, 3):  # counted in three chunks, as the analysis counts
+                counted.add(part)
+            assert quantiles(counted, (0.25, 0.5, 0.75)) == expected, (size, spread)
 
 
 def test_site_full_bundles_have_no_analysis(demo, tmp_path):
@@ -386,6 +389,30 @@ def test_dense_plot_layers_are_one_picture_in_the_svg(censored, as_user, monkeyp
     assert svg.count("<image") == 1  # tracks and markers, adjacent layers, in one picture
     assert re.search(r"<title>[^<]+ at imaging follow-up</title>", svg)
     assert "6 imaging studies of 3 cases, from day 10 to day 11" in svg
+
+
+def test_imaging_tracks_past_the_limit_are_a_stated_random_choice(app, monkeypatch):
+    """Past MAX_TRACKS cases imaged more than once, the plot draws the tracks of a random choice
+    of them (the same for the same data) and says so; every study stays a point and the text
+    alternative counts them all."""
+    monkeypatch.setattr(tally, "MAX_TRACKS", 2)
+    study = current_study()
+    forms = [(n, "lesion_presentation", 1, {"lesion_date": "2025-03-01"}, {}) for n in range(5)]
+    forms += [(n, "imaging_followup", i, {"imaging_date": f"2025-03-{10 + i:02}", "imaging_calcification": "1",
+                                          "imaging_size_mm": 9 - i - n}, {}) for n in range(5) for i in (1, 2)]
+
+    def chart() -> Chart:
+        return analyse(study, [case_data_from_rows(study, [(n, "X") for n in range(5)], forms, ["X"])],
+                       Audience()).chart("nodule-size")
+
+    drawn = chart()
+    assert drawn.note == ("Tracks of 2 of the 5 cases imaged more than once are drawn, a random choice; "
+                          "every study is a point.")
+    assert drawn.alt.startswith("10 imaging studies of 5 cases, from day 10 to day 11")
+    lines = drawn.build().axes[0].get_lines()
+    assert sum(np.isnan(lines[0].get_xdata())) == 2  # two tracks, each ended by a break
+    assert len(lines[1].get_xdata()) == 10  # every (day, size) of the ten studies
+    np.testing.assert_array_equal(chart().build().axes[0].get_lines()[0].get_ydata(), lines[0].get_ydata())
 
 
 def test_navigation_links_the_analysis(as_user):

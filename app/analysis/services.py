@@ -309,7 +309,7 @@ class _Summariser:
         medians, ranges = [], []
         for (_, sites), hide in zip(self.groups, hidden, strict=True):
             found = self.tally.numbers(name, sites)
-            n = sum(found.values())
+            n = found.n
             if hide or not n:
                 withheld = self._count(n, hide) if hide else NO_VALUE
                 medians.append(withheld)
@@ -317,7 +317,7 @@ class _Summariser:
                 continue
             q1, median, q3 = quantiles(found, (0.25, 0.5, 0.75))
             medians.append(f"{number_text(median)} ({number_text(q1)} to {number_text(q3)})")
-            ranges.append(f"{number_text(min(found))} to {number_text(max(found))}")
+            ranges.append(f"{number_text(found.values[0])} to {number_text(found.values[-1])}")
         return [Row("Median (IQR)", tuple(medians)), Row("Range", tuple(ranges))]
 
 
@@ -451,50 +451,47 @@ def _survival_table(study: Study, excluded: int, overall: _Fit | None, audience:
 def _size_chart(study: Study, tally: Tally, audience: Audience) -> Chart:
     """Each case's calcification size at each imaging follow-up, in days from presentation, joined
     from one study to the next; a study that shows no calcification is drawn at 0 mm (resolved on
-    imaging) with a hollow marker. Studies and track segments that coincide are drawn once."""
+    imaging) with a hollow marker. Studies that coincide are one mark; past MAX_TRACKS cases, the
+    tracks of a random MAX_TRACKS of them are drawn (the note says so)."""
     size_field, date_field = study.field(CALCIFICATION_SIZE), study.field(IMAGED)
     title = f"{size_field.label} at imaging follow-up"
     units = size_field.units or ""
     points = tally.points
-    if not points:
+    if not len(points):
         alt = (f"No imaging follow-up has both a {date_field.label.lower()} and a size, with the date of "
                f"presentation known: nothing to plot yet.")
     else:
-        days = [day for day, _, _ in points]
-        sizes = [size for _, size, _ in points]
-        absent = sum(n for (_, _, no_calcification), n in points.items() if no_calcification)
-        alt = (f"{audience.count(sum(points.values()))} imaging studies of {audience.count(tally.imaged_cases)} "
-               f"cases, from day {number_text(min(days))} to day {number_text(max(days))} after presentation; "
-               f"sizes {number_text(min(sizes))} to {number_text(max(sizes))} {units}; "
-               f"{audience.count(absent)} studies showed no calcification (drawn at 0 {units}).")
+        alt = (f"{audience.count(tally.studies)} imaging studies of {audience.count(tally.imaged_cases)} cases, "
+               f"from day {number_text(points[:, 0].min())} to day {number_text(points[:, 0].max())} after "
+               f"presentation; sizes {number_text(points[:, 1].min())} to {number_text(points[:, 1].max())} "
+               f"{units}; {audience.count(tally.absent)} studies showed no calcification (drawn at 0 {units}).")
+    note = (f"Tracks of {len(tally.tracks):,} of the {tally.tracked_cases:,} cases imaged more than once are "
+            f"drawn, a random choice; every study is a point." if tally.tracked_cases > len(tally.tracks) else "")
 
     def build() -> Figure:
         figure, axes = new_figure(title, "Time from presentation (days)", f"{size_field.label} ({units})")
         style = series_style(0)
-        # Every track segment in one line, each broken off by a blank: one artist, not one per case.
-        segments = np.array(sorted(tally.segments), dtype=float).reshape(-1, 4)
-        gaps = np.full(len(segments), np.nan)
-        track_days = np.column_stack([segments[:, 0], segments[:, 2], gaps]).ravel()
-        track_sizes = np.column_stack([segments[:, 1], segments[:, 3], gaps]).ravel()
-        dense = rasterized(len(track_days) + len(points))
-        axes.plot(track_days, track_sizes, color=style["color"], alpha=0.5, linewidth=1, rasterized=dense)
-        present = sorted((day, size) for day, size, no_calcification in points if not no_calcification)
-        axes.plot([d for d, _ in present], [s for _, s in present], linestyle="none", marker="o",
-                  color=style["color"], label="Calcification measured", rasterized=dense)
-        resolved = sorted((day, size) for day, size, no_calcification in points if no_calcification)
-        axes.plot([d for d, _ in resolved], [s for _, s in resolved], linestyle="none", marker="o",
-                  markerfacecolor="none", color=series_style(1)["color"], label="No calcification (0)",
-                  rasterized=dense)
+        # Every track in one line, each broken off by a blank: one artist, not one per case.
+        gap = np.full((1, 2), np.nan)
+        tracks = np.vstack([part for track in tally.tracks for part in (track, gap)]) if tally.tracks \
+            else np.empty((0, 2))
+        dense = rasterized(len(tracks) + len(points))
+        axes.plot(tracks[:, 0], tracks[:, 1], color=style["color"], alpha=0.5, linewidth=1, rasterized=dense)
+        present, absent = points[points[:, 2] == 0], points[points[:, 2] == 1]
+        axes.plot(present[:, 0], present[:, 1], linestyle="none", marker="o", color=style["color"],
+                  label="Calcification measured", rasterized=dense)
+        axes.plot(absent[:, 0], absent[:, 1], linestyle="none", marker="o", markerfacecolor="none",
+                  color=series_style(1)["color"], label="No calcification (0)", rasterized=dense)
         axes.set_xlim(left=0)
         axes.set_ylim(bottom=0)
-        if not points:
+        if not len(points):
             axes.text(0.5, 0.5, "No imaging follow-up with a date and a size yet", transform=axes.transAxes,
                       ha="center")
         else:
             axes.legend(frameon=False, fontsize="small")
         return figure
 
-    return Chart("nodule-size", title, alt, build)
+    return Chart("nodule-size", title, alt, build, note)
 
 
 # -- putting it together ---------------------------------------------------------------------------

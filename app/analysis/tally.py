@@ -2,18 +2,19 @@
 
 An analysis of 100,000 cases must not hold 100,000 cases. Each chunk (a few thousand cases
 from the database or from the export bundle, with all their forms) is reduced to counts per
-site, and what medians, ranges, Kaplan-Meier estimates and the imaging plot need is kept as
-counts per distinct value: a day, a size, a (duration, outcome) pair. Memory grows with the
+site, and what medians, ranges and Kaplan-Meier estimates need is kept as counts per distinct
+value (a weight in grams, a (duration, outcome) pair) in numpy arrays. Memory grows with the
 number of distinct values, not with the cases, and every figure is the one the whole table
 would give (quantiles are computed from the counts exactly as numpy's linear method does).
+The imaging plot keeps each distinct point once and the tracks of at most MAX_TRACKS cases,
+a random choice (the same for the same data), and says so.
 """
 
 from __future__ import annotations
 
-import bisect
 import itertools
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,6 +49,8 @@ SUMMARISED: tuple[str, ...] = (*(name for _, names in TABLE1 for name in names),
 GROUPINGS: tuple[tuple[str | None, Sequence[float]], ...] = (
     (None, ()), (DRUG, ()), (CONCENTRATION, CONCENTRATION_CUTS))
 ALL_CASES = "All cases"
+#: Cases whose imaging tracks are drawn, at most: more is an unreadable tangle, and memory.
+MAX_TRACKS = 1000
 #: A row of a field's counts: ("choice", code), ("value", "") for a number, ("code", missing code)
 #: or ("blank", "").
 RowKey = tuple[str, str]
@@ -55,6 +58,32 @@ RowKey = tuple[str, str]
 
 def number_text(value: float) -> str:
     return format_number(round(float(value), 1))
+
+
+@dataclass(slots=True)
+class ValueCounts:
+    """Distinct values (sorted) and how many cases hold each: 16 bytes a distinct value."""
+
+    values: np.ndarray = field(default_factory=lambda: np.empty(0))
+    counts: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+
+    def add(self, values: np.ndarray, counts: np.ndarray | None = None) -> None:
+        """Count more values in (`counts`: how many of each; one each if None)."""
+        found = np.concatenate([self.values, np.asarray(values, dtype=float)])
+        weights = np.concatenate([self.counts, np.ones(len(values), dtype=np.int64) if counts is None else counts])
+        self.values, where = np.unique(found, return_inverse=True)
+        self.counts = np.bincount(where, weights=weights, minlength=len(self.values)).astype(np.int64)
+
+    @property
+    def n(self) -> int:
+        return int(self.counts.sum())
+
+    @classmethod
+    def merged(cls, parts: Iterable[ValueCounts]) -> ValueCounts:
+        merged = cls()
+        for part in parts:
+            merged.add(part.values, part.counts)
+        return merged
 
 
 @dataclass(slots=True)
@@ -66,7 +95,7 @@ class Tally:
     #: Per summarised field: per row, cases per site.
     counts: dict[str, dict[RowKey, Counter[str]]] = field(default_factory=dict)
     #: Per number field: per site, cases per value.
-    values: dict[str, dict[str, Counter[float]]] = field(default_factory=dict)
+    values: dict[str, dict[str, ValueCounts]] = field(default_factory=dict)
     #: Per survival group (grouping, label): cases per (duration in days, resolved).
     survival: dict[tuple[str | None, str], Counter[tuple[float, bool]]] = field(default_factory=dict)
     #: Cases without a usable time, left out of the survival estimates.
@@ -74,10 +103,16 @@ class Tally:
     complicated: int = 0
     #: Cases with more than one recorded infusion.
     repeated: int = 0
-    #: Imaging studies per (day, size, no calcification), track segments per (day, size, day, size).
-    points: Counter[tuple[float, float, bool]] = field(default_factory=Counter)
-    segments: Counter[tuple[float, float, float, float]] = field(default_factory=Counter)
+    #: Imaging: the distinct (day, size, no calcification) points, studies, of them without
+    #: calcification, cases imaged, the range of days and sizes; the drawn cases' tracks (arrays
+    #: of (day, size) in order of days) and the cases with a track to choose from.
+    points: np.ndarray = field(default_factory=lambda: np.empty((0, 3)))
+    studies: int = 0
+    absent: int = 0
     imaged_cases: int = 0
+    tracks: list[np.ndarray] = field(default_factory=list)
+    tracked_cases: int = 0
+    chooser: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
 
     def add(self, study: Study, data: CaseData) -> None:
         """Count one chunk of cases (each case with all its forms) into the tally."""
@@ -110,9 +145,8 @@ class Tally:
             found = numbers.notna()
             hits = [(("value", ""), found)]
             by_site = self.values.setdefault(name, {})
-            pairs = pd.DataFrame({"site": sites[found].astype(object), "value": numbers[found]})
-            for (site, value), n in pairs.value_counts().items():
-                by_site.setdefault(site, Counter())[float(value)] += int(n)
+            for site, part in numbers[found].groupby(sites[found], observed=True):
+                by_site.setdefault(str(site), ValueCounts()).add(part.to_numpy())
         hits += [(("code", code), codes.eq(code)) for code in codes.dropna().unique()]
         hits.append((("blank", ""), values.isna() & codes.isna()))
         rows = self.counts.setdefault(name, {})
@@ -150,15 +184,22 @@ class Tally:
         size = pd.to_numeric(values[CALCIFICATION_SIZE], errors="coerce").where(values[CALCIFICATION].ne(NO), 0.0)
         points = pd.DataFrame({"key": keys, "day": day, "size": size.to_numpy(),
                                "absent": values[CALCIFICATION].eq(NO).to_numpy()}).dropna(subset=["day", "size"])
+        self.studies += len(points)
+        self.absent += int(points["absent"].sum())
         self.imaged_cases += points["key"].nunique()
-        for (day_, size_, absent), n in points[["day", "size", "absent"]].value_counts().items():
-            self.points[(float(day_), float(size_), bool(absent))] += int(n)
-        # Each case's track from one study to the next, in order of days.
-        tracks = points.sort_values(["key", "day"])
-        same = tracks["key"].to_numpy()[1:] == tracks["key"].to_numpy()[:-1]
-        ends = tracks[["day", "size"]].to_numpy()
-        for pair in np.hstack([ends[:-1], ends[1:]])[same].tolist():
-            self.segments[tuple(pair)] += 1
+        found = points[["day", "size", "absent"]].to_numpy(dtype=float)
+        self.points = np.unique(np.vstack([self.points, found]), axis=0)
+        # Each case's track from one study to the next, in order of days: a reservoir sample.
+        for _, track in points.sort_values(["key", "day"]).groupby("key", sort=False):
+            if len(track) < 2:
+                continue
+            self.tracked_cases += 1
+            if len(self.tracks) < MAX_TRACKS:
+                self.tracks.append(track[["day", "size"]].to_numpy(dtype=float))
+                continue
+            place = int(self.chooser.integers(self.tracked_cases))  # keeps each case with MAX_TRACKS / seen
+            if place < MAX_TRACKS:
+                self.tracks[place] = track[["day", "size"]].to_numpy(dtype=float)
 
     def every_site(self) -> set[str]:
         return self.shown | set(self.cases)
@@ -168,12 +209,10 @@ class Tally:
         found = self.counts.get(name, {}).get(key, Counter())
         return sum(found[site] for site in sites)
 
-    def numbers(self, name: str, sites: set[str]) -> Counter[float]:
+    def numbers(self, name: str, sites: set[str]) -> ValueCounts:
         """The values of a number field in `sites`, counted."""
-        merged: Counter[float] = Counter()
-        for site in sites:
-            merged.update(self.values.get(name, {}).get(site, Counter()))
-        return merged
+        by_site = self.values.get(name, {})
+        return ValueCounts.merged(by_site[site] for site in sorted(sites) if site in by_site)
 
     def codes(self, name: str) -> list[str]:
         """The missing-data codes a field holds, in code order."""
@@ -183,25 +222,24 @@ class Tally:
         return sorted((label for kind, label in self.survival if kind == grouping), key=str)
 
 
-def quantiles(counts: Counter[float], qs: Sequence[float]) -> list[float]:
-    """Quantiles of the values `counts` holds, as numpy's linear method (pandas' default) gives them
+def quantiles(found: ValueCounts, qs: Sequence[float]) -> list[float]:
+    """Quantiles of the values `found` counts, as numpy's linear method (pandas' default) gives them
     from every value: the same positions and the same interpolation, found in the counts."""
-    values = sorted(counts)
-    ends = list(itertools.accumulate(counts[v] for v in values))
-    n = ends[-1]
+    ends = np.cumsum(found.counts)
+    n = int(ends[-1])
 
     def nth(index: int) -> float:
-        return values[bisect.bisect_right(ends, index)]
+        return float(found.values[np.searchsorted(ends, index, side="right")])
 
-    found = []
+    result = []
     for q in qs:
         virtual = n * q + (1 - q) - 1
         below = int(np.floor(virtual))
         gamma = virtual - below
         a, b = nth(below), nth(min(below + 1, n - 1))
         difference = b - a
-        found.append(b - difference * (1 - gamma) if gamma >= 0.5 else a + difference * gamma)
-    return found
+        result.append(b - difference * (1 - gamma) if gamma >= 0.5 else a + difference * gamma)
+    return result
 
 
 @dataclass(slots=True)
