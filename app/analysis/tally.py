@@ -189,17 +189,25 @@ class Tally:
         self.imaged_cases += points["key"].nunique()
         found = points[["day", "size", "absent"]].to_numpy(dtype=float)
         self.points = np.unique(np.vstack([self.points, found]), axis=0)
-        # Each case's track from one study to the next, in order of days: a reservoir sample.
-        for _, track in points.sort_values(["key", "day"]).groupby("key", sort=False):
-            if len(track) < 2:
-                continue
-            self.tracked_cases += 1
-            if len(self.tracks) < MAX_TRACKS:
-                self.tracks.append(track[["day", "size"]].to_numpy(dtype=float))
-                continue
-            place = int(self.chooser.integers(self.tracked_cases))  # keeps each case with MAX_TRACKS / seen
-            if place < MAX_TRACKS:
-                self.tracks[place] = track[["day", "size"]].to_numpy(dtype=float)
+        self._add_tracks(points)
+
+    def _add_tracks(self, points: pd.DataFrame) -> None:
+        """Each case's track from one study to the next, in order of days, for a reservoir sample of
+        MAX_TRACKS cases: every case imaged more than once has the same chance of being drawn."""
+        ordered = points.sort_values(["key", "day"], kind="stable")
+        keys, ends = ordered["key"].to_numpy(), ordered[["day", "size"]].to_numpy(dtype=float)
+        starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1]))) if len(keys) else np.empty(0, int)
+        stops = np.append(starts[1:], len(keys))
+        tracked = (stops - starts) >= 2
+        starts, stops = starts[tracked], stops[tracked]
+        seen = self.tracked_cases + np.arange(1, len(starts) + 1)
+        self.tracked_cases += len(starts)
+        free = min(max(MAX_TRACKS - len(self.tracks), 0), len(starts))
+        self.tracks += [ends[a:b].copy() for a, b in zip(starts[:free], stops[:free], strict=True)]
+        # Past the limit, the n-th such case replaces a drawn one with probability MAX_TRACKS / n.
+        places = self.chooser.integers(0, seen[free:]) if len(seen) > free else np.empty(0, int)
+        for i in np.flatnonzero(places < MAX_TRACKS):
+            self.tracks[places[i]] = ends[starts[free + i]:stops[free + i]].copy()
 
     def every_site(self) -> set[str]:
         return self.shown | set(self.cases)
