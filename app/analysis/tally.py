@@ -88,6 +88,8 @@ class ValueCounts:
 
 @dataclass(slots=True)
 class Tally:
+    """Everything the analysis shows, as sums over the chunks counted so far (see the module)."""
+
     #: Site labels shown as columns (a site with no case still gets one; none when pooled only),
     #: and cases per site label.
     shown: set[str] = field(default_factory=set)
@@ -103,9 +105,9 @@ class Tally:
     complicated: int = 0
     #: Cases with more than one recorded infusion.
     repeated: int = 0
-    #: Imaging: the distinct (day, size, no calcification) points, studies, of them without
-    #: calcification, cases imaged, the range of days and sizes; the drawn cases' tracks (arrays
-    #: of (day, size) in order of days) and the cases with a track to choose from.
+    #: Imaging: the distinct (day, size, no calcification) points; the studies, those without
+    #: calcification and the cases imaged; the drawn cases' tracks (arrays of (day, size) in
+    #: order of days) and how many cases had a track to choose from; the seeded chooser.
     points: np.ndarray = field(default_factory=lambda: np.empty((0, 3)))
     studies: int = 0
     absent: int = 0
