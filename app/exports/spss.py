@@ -125,7 +125,7 @@ class _ShortNames:
 
 def _padded(text: str, size: int, pad: bytes = b" ") -> bytes:
     """`text` as UTF-8 in exactly `size` bytes, never cutting a character in two."""
-    return text.encode("utf-8")[:size].decode("utf-8", "ignore").encode("utf-8").ljust(size, pad)
+    return streaming.utf8_prefix(text, size).ljust(size, pad)
 
 
 def _header(slots: int, cases: int, label: str) -> bytes:
@@ -153,8 +153,7 @@ def _format(column: Column, width: int) -> int:
 def _variable_record(variable: _Variable, short: str, width: int, *, first: bool,
                      missing: tuple[float, float] | None) -> bytes:
     """The type-2 record of one segment, then one continuation record per further 8-byte slot."""
-    label = variable.column.label.encode("utf-8")[:LABEL_BYTES].decode("utf-8", "ignore").encode("utf-8") \
-        if first else b""
+    label = streaming.utf8_prefix(variable.column.label, LABEL_BYTES) if first else b""
     spec = _format(variable.column, width)
     record = pack("<iiii", 2, width, 1 if label else 0, -2 if missing else 0) + pack("<ii", spec, spec)
     record += _padded(short, SHORT_NAME)
@@ -174,7 +173,7 @@ def _write_value_labels(file: BinaryIO, variables: list[_Variable], value_labels
         if labels:
             file.write(pack("<ii", 3, len(labels)))
             for value, text in sorted(labels.items()):
-                encoded = text.encode("utf-8")[:VALUE_LABEL_BYTES].decode("utf-8", "ignore").encode("utf-8")
+                encoded = streaming.utf8_prefix(text, VALUE_LABEL_BYTES)
                 entry = pack("<B", len(encoded)) + encoded
                 file.write(pack("<d", value) + entry.ljust(8 * math.ceil(len(entry) / 8), b" "))
             file.write(pack("<iii", 4, 1, index))

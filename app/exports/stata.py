@@ -126,21 +126,16 @@ def _numeric(column: Column) -> bool:
 def _header(variables: int, rows: int, label: str) -> bytes:
     now = datetime.now(UTC)
     stamp = f"{now.day:02} {MONTHS[now.month - 1]} {now.year} {now.hour:02}:{now.minute:02}".encode()
-    text = _utf8(label[:LABEL_CHARACTERS], 4 * LABEL_CHARACTERS)
+    text = streaming.utf8_prefix(label[:LABEL_CHARACTERS], 4 * LABEL_CHARACTERS)
     return (b"<stata_dta><header><release>118</release><byteorder>LSF</byteorder>"
             + b"<K>" + pack("<H", variables) + b"</K><N>" + pack("<Q", rows) + b"</N>"
             + b"<label>" + pack("<H", len(text)) + text + b"</label>"
             + b"<timestamp>" + pack("<B", len(stamp)) + stamp + b"</timestamp></header>")
 
 
-def _utf8(text: str, limit: int) -> bytes:
-    """`text` as UTF-8 in at most `limit` bytes, never cutting a character in two."""
-    return text.encode("utf-8")[:limit].decode("utf-8", "ignore").encode("utf-8")
-
-
 def _fixed(text: str, size: int) -> bytes:
     """A NUL-terminated, NUL-padded field of `size` bytes."""
-    return _utf8(text, size - 1).ljust(size, b"\0")
+    return streaming.utf8_prefix(text, size - 1).ljust(size, b"\0")
 
 
 def _write_rows(file: BinaryIO, values_path: Path, codes_path: Path, variables: list[_Variable],

@@ -79,3 +79,9 @@ def text_bytes(array: pa.Array, width: int, pad: bytes) -> np.ndarray:
     if pad != b"\0":
         matrix[matrix == 0] = pad[0]
     return matrix
+
+
+def utf8_prefix(text: str, limit: int) -> bytes:
+    """`text` as UTF-8 in at most `limit` bytes, never cutting a character in two (the formats'
+    names and labels are fixed-size byte fields)."""
+    return text.encode("utf-8")[:limit].decode("utf-8", "ignore").encode("utf-8")
