@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import os
+import shutil
 import stat
 import statistics
 from datetime import date, datetime
@@ -28,14 +29,14 @@ from app.db import utcnow
 from app.exports import disclosure, streaming
 from app.exports.disclosure import ExportRefused
 from app.exports.formats import MissingCodes, arrow_schema, write_spss, write_stata
-from app.exports.plan import Column, Kind, Plan, RecordView, Role, Table
+from app.exports.plan import Column, Kind, Plan, PlanError, RecordView, Role, Table
 from app.exports.profiles import ProfileError, load_profiles
 from app.exports.pseudonyms import KEY_ENV, Pseudonymiser, PseudonymKeyError, load_key
 from app.exports.services import COMMAND_LINE, get_profile
 from app.exports.source import FormRow, iter_first_forms
 from app.extensions import db
 from app.records.models import Record
-from app.study import current_study
+from app.study import current_study, load_study
 from app.study.definition import MissingCode
 from tests.conftest import make_app
 from tests.exports_support import POOLED, Bundle, add_record, export, job_for, pseudonyms, write_profile
@@ -43,6 +44,7 @@ from tests.exports_support import POOLED, Bundle, add_record, export, job_for, p
 ODM_NS = {"odm": "http://www.cdisc.org/ns/odm/v1.3"}
 SENTINEL = {"UNK": -999991.0, "NR": -999992.0, "NA": -999993.0, "NASK": -999994.0, "SUPP": -999995.0}
 TAG = {"UNK": "a", "NR": "b", "NA": "c", "NASK": "d", "SUPP": "e"}
+ROOT = Path(__file__).resolve().parent.parent
 
 RICH = {
     "enrolment": {
@@ -562,6 +564,21 @@ def test_spss_files_are_written_a_batch_at_a_time_with_very_long_strings(tmp_pat
                                      "seen": "nominal", "at": "nominal"}
     plain, _ = pyreadstat.read_sav(str(out))
     assert pd.isna(plain.loc[2, "size_mm"]) and pd.isna(plain.loc[1, "sex"])  # user-missing is missing
+
+
+@pytest.mark.parametrize(("name", "program"), [("in", "Stata"), ("to", "SPSS")])
+def test_a_column_no_statistics_program_accepts_stops_the_profile(app, tmp_path, name, program):
+    """A field named as a Stata or SPSS keyword would make files those programs refuse: the
+    profile's plan names the column and the program, and the app does not start with it."""
+    forms = tmp_path / "forms"
+    shutil.copytree(ROOT / "forms", forms)
+    path = forms / "instruments" / "lesion_presentation.yaml"
+    path.write_text(path.read_text(encoding="utf-8").replace("name: ulcer_size_mm", f"name: {name}"),
+                    encoding="utf-8")
+    study = load_study(forms)
+    profile = load_profiles(ROOT / "exports", study)["pooled_case_series"]
+    with pytest.raises(PlanError, match=f"column '{name}' of table 'cases' is a reserved word in {program}"):
+        Plan(study, profile)
 
 
 def test_the_disclosure_check_remembers_combinations_without_changing_them(app, monkeypatch):

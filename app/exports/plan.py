@@ -37,6 +37,8 @@ BLANK: Cell = (None, None)
 MAX_NAME_LENGTH = 32
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 STATA_RESERVED = frozenset({"byte", "double", "float", "if", "in", "int", "long", "strL", "using", "with"})
+#: SPSS's keywords, which no variable may be named (names are lower case here).
+SPSS_RESERVED = frozenset({"all", "and", "by", "eq", "ge", "gt", "le", "lt", "ne", "not", "or", "to", "with"})
 INTEGER_CODE_RE = re.compile(r"^-?\d{1,9}$")
 CHECKBOX_LABELS = (("0", "Unchecked"), ("1", "Checked"))
 STATUS_LABELS = (("0", "Incomplete"), ("1", "Unverified"), ("2", "Complete"))
@@ -45,7 +47,8 @@ SECONDS_PER_DAY = 86400
 
 
 class PlanError(Exception):
-    """The profile yields columns no format can hold (name too long after shortening, clash)."""
+    """The profile yields columns no format can hold (name too long after shortening, clash, a
+    Stata or SPSS keyword)."""
 
 
 class Kind(enum.StrEnum):
@@ -442,6 +445,8 @@ class Plan:
                     problem = "is not a valid variable name for Stata and SPSS"
                 elif column.name in STATA_RESERVED:
                     problem = "is a reserved word in Stata"
+                elif column.name in SPSS_RESERVED:
+                    problem = "is a reserved word in SPSS"
                 if problem:
                     raise PlanError(f"{self.profile.name}: column '{column.name}' of table '{table.name}' {problem}")
                 seen.add(column.name)
