@@ -38,7 +38,6 @@ ARROW_TYPES = {
     Kind.DATE: pa.date32(),
     Kind.DATETIME: pa.timestamp("s"),
 }
-DATE_KINDS = (Kind.DATE, Kind.DATETIME)
 
 
 def escape_formula(text: str) -> str:

@@ -48,7 +48,6 @@ PRODUCT = "@(#) SPSS DATA FILE Casebook"
 A, F, DATE, DATETIME = 1, 5, 20, 22
 MEASURES = {"nominal": 1, "ordinal": 2, "scale": 3}
 LEFT, RIGHT = 0, 1
-MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,11 +60,15 @@ class _Variable:
 
     @property
     def segments(self) -> list[int]:
-        """Each segment's width (0 for a number)."""
-        if self.width <= SEGMENT:
-            return [self.width]
-        count = (self.width + SEGMENT_STEP - 1) // SEGMENT_STEP
-        return [SEGMENT] * (count - 1) + [self.width - (count - 1) * SEGMENT_STEP]
+        return _segments(self.width)
+
+
+def _segments(width: int) -> list[int]:
+    """Each segment's width for a variable of `width` (0 for a number)."""
+    if width <= SEGMENT:
+        return [width]
+    count = (width + SEGMENT_STEP - 1) // SEGMENT_STEP
+    return [SEGMENT] * (count - 1) + [width - (count - 1) * SEGMENT_STEP]
 
 
 def _slots(width: int) -> int:
@@ -77,14 +80,12 @@ def write_sav(values_path: Path, codes_path: Path, out: Path, table: Table, sent
               value_labels: dict[str, dict[float, str]], measures: dict[str, str], file_label: str) -> None:
     """Write `table` from its Parquet file to `out`. A numeric cell with a missing-data code is
     that code's sentinel in `sentinels`, declared user-missing on the columns that take codes."""
-    text = [c.name for c in table.columns if not _numeric(c)]
+    text = [c.name for c in table.columns if not streaming.stored_as_number(c)]
     widths = streaming.text_widths(values_path, text)
     names = _ShortNames()
-    variables = []
-    for c in table.columns:
-        width = widths.get(c.name, 0)
-        count = len(_Variable(c, width, ()).segments)
-        variables.append(_Variable(c, width, tuple(names.make(c.name) for _ in range(count))))
+    variables = [_Variable(c, widths.get(c.name, 0),
+                           tuple(names.make(c.name) for _ in _segments(widths.get(c.name, 0))))
+                 for c in table.columns]
     missing = (min(sentinels.values()), max(sentinels.values())) if sentinels else None
     with out.open("wb") as file:
         slots = sum(_slots(width) for v in variables for width in v.segments)
@@ -98,9 +99,6 @@ def write_sav(values_path: Path, codes_path: Path, out: Path, table: Table, sent
         file.write(pack("<ii", 999, 0))
         _write_cases(file, values_path, codes_path, variables, sentinels)
 
-
-def _numeric(column: Column) -> bool:
-    return column.kind.numeric or column.kind in (Kind.DATE, Kind.DATETIME)
 
 
 class _ShortNames:
@@ -132,7 +130,7 @@ def _header(slots: int, cases: int, label: str) -> bytes:
     now = datetime.now(UTC)
     return (b"$FL2" + _padded(PRODUCT, 60)
             + pack("<iiiii", 2, slots, 0, 0, cases) + pack("<d", 100.0)
-            + f"{now.day:02} {MONTHS[now.month - 1]} {now.year % 100:02}".encode()
+            + f"{now.day:02} {streaming.MONTHS[now.month - 1]} {now.year % 100:02}".encode()
             + f"{now.hour:02}:{now.minute:02}:{now.second:02}".encode()
             + _padded(label, FILE_LABEL_BYTES) + bytes(3))
 

@@ -42,7 +42,6 @@ LABEL_MISSING = 2147483621
 EPOCH_DAYS = 3653
 NAME_BYTES, FORMAT_BYTES, LABEL_BYTES = 129, 57, 321
 LABEL_CHARACTERS = 80
-MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
 class StataLimitError(CasebookError):
@@ -79,8 +78,9 @@ def write_dta(values_path: Path, codes_path: Path, out: Path, table: Table, tags
     if len(table.columns) > MAX_VARIABLES:
         raise StataLimitError(f"Stata takes at most {MAX_VARIABLES:,} variables; {table.name} has "
                               f"{len(table.columns):,}.")
-    widths = streaming.text_widths(values_path, [c.name for c in table.columns if not _numeric(c)])
-    variables = [_Variable(c, DOUBLE if _numeric(c) else widths[c.name] if widths[c.name] <= STR_MAX else STRL)
+    numbers = {c.name for c in table.columns if streaming.stored_as_number(c)}
+    widths = streaming.text_widths(values_path, [c.name for c in table.columns if c.name not in numbers])
+    variables = [_Variable(c, DOUBLE if c.name in numbers else widths[c.name] if widths[c.name] <= STR_MAX else STRL)
                  for c in table.columns]
     with out.open("w+b") as file:
         offsets = [0]
@@ -119,13 +119,10 @@ def write_dta(values_path: Path, codes_path: Path, out: Path, table: Table, tags
         file.write(pack("<14Q", *offsets))
 
 
-def _numeric(column: Column) -> bool:
-    return column.kind.numeric or column.kind in (Kind.DATE, Kind.DATETIME)
-
 
 def _header(variables: int, rows: int, label: str) -> bytes:
     now = datetime.now(UTC)
-    stamp = f"{now.day:02} {MONTHS[now.month - 1]} {now.year} {now.hour:02}:{now.minute:02}".encode()
+    stamp = f"{now.day:02} {streaming.MONTHS[now.month - 1]} {now.year} {now.hour:02}:{now.minute:02}".encode()
     text = streaming.utf8_prefix(label[:LABEL_CHARACTERS], 4 * LABEL_CHARACTERS)
     return (b"<stata_dta><header><release>118</release><byteorder>LSF</byteorder>"
             + b"<K>" + pack("<H", variables) + b"</K><N>" + pack("<Q", rows) + b"</N>"

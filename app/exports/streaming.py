@@ -21,6 +21,13 @@ from app.exports.plan import Column, Kind
 #: Rows per batch: a few megabytes of record array for the widest table.
 ROWS = 10_000
 MS_PER_DAY = 86_400_000
+#: Month abbreviations of both formats' header timestamps, whatever the process's locale.
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def stored_as_number(column: Column) -> bool:
+    """Numbers, dates and date-times are doubles in both formats; everything else is text."""
+    return column.kind.numeric or column.kind in (Kind.DATE, Kind.DATETIME)
 
 
 def batches(path: Path, names: list[str]) -> Iterator[pa.RecordBatch]:
