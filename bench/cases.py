@@ -27,7 +27,7 @@ from app.dashboard.services import forget_remembered, site_summaries
 from app.db import utcnow
 from app.exports.formats import CsvWriter
 from app.exports.services import COMMAND_LINE, ExportJob, get_profile, resolve_scope
-from app.exports.source import iter_batches
+from app.exports.source import SourceRecord, each_batch
 from app.extensions import db
 from app.records.models import Record
 from app.records.repository import RecordRepository
@@ -346,10 +346,13 @@ def _export_vs_read_sql(seeded: Seeded, raw: Raw, iterations: int, name: str,
 def _csv_tables(job: ExportJob, out: Path) -> None:
     """The bundle's CSV step alone, with the bundle's own code: batches, prepared records, rows, CsvWriter."""
     writers = {t.name: CsvWriter(out / f"{t.name}.csv", t, labels=False) for t in job.plan.tables}
-    for batch in iter_batches(db.session, job.scope.site_ids, job.instruments):
+
+    def write(batch: list[SourceRecord]) -> None:
         views = [job.preparer.view(rec) for rec in batch]
         for table in job.plan.tables:
             writers[table.name].write(job.plan.block(table, views))
+
+    each_batch(db.session, job.scope.site_ids, job.instruments, write)
     for writer in writers.values():
         writer.close()
 

@@ -4,6 +4,7 @@ site export, date shifting, long layout, disclosure refusal, formula escaping, k
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import hmac
 import json
@@ -33,7 +34,7 @@ from app.exports.plan import Column, Kind, Plan, PlanError, RecordView, Role, Ta
 from app.exports.profiles import ProfileError, load_profiles
 from app.exports.pseudonyms import KEY_ENV, Pseudonymiser, PseudonymKeyError, load_key
 from app.exports.services import COMMAND_LINE, get_profile
-from app.exports.source import FormRow, iter_first_forms
+from app.exports.source import FormRow, SourceRecord, each_batch, first_records, iter_first_forms
 from app.extensions import db
 from app.records.models import Record
 from app.study import current_study, load_study
@@ -638,3 +639,42 @@ def test_the_census_reads_each_live_record_of_its_sites_once_with_its_first_form
     assert list(first) == [("enrolment", 1)] and first["enrolment", 1].data["sex"] == "2"
     assert first["enrolment", 1].data["ga_weeks"] == 39 and enrolled.site_id == nth
     assert empty == {}
+
+
+def test_batches_hand_every_live_record_once_in_order_with_the_collector_off(demo):
+    """An export reads its records batch by batch: every live record of the scope once, in
+    record-id order, with its forms (repeat instances in order), and the cyclic collector off
+    while a batch is handled and back on after, also when the handler fails."""
+    for _ in range(2):
+        add_record("NTH", {})
+    add_record("NTH", {"enrolment": {"case_source": "1", "sex": "2"},
+                       "imaging_followup": [{"imaging_date": "2024-01-02"}, {"imaging_date": "2024-02-03"}]})
+    gone = add_record("NTH", {"enrolment": {"case_source": "1", "sex": "1"}})
+    gone.deleted_at = utcnow()
+    db.session.flush()
+    nth = db.session.scalar(select(Site.id).where(Site.code == "NTH"))
+    live = db.session.scalars(select(Record.id).where(Record.site_id == nth, Record.deleted_at.is_(None))
+                              .order_by(Record.id)).all()
+    assert len(live) >= 3  # so that batches of two split the site
+    seen: list[list[int]] = []
+    collector: list[bool] = []
+
+    def handle(batch: list[SourceRecord]) -> None:
+        seen.append([rec.id for rec in batch])
+        collector.append(gc.isenabled())
+
+    each_batch(db.session, {nth}, {"enrolment", "imaging_followup"}, handle, batch_size=2)
+    assert [len(ids) for ids in seen] == [2] * (len(live) // 2) + [1] * (len(live) % 2)
+    assert [rid for ids in seen for rid in ids] == list(live)
+    assert collector == [False] * len(seen) and gc.isenabled()
+    last = first_records(db.session, {nth}, {"enrolment", "imaging_followup"}, len(live))[-1]
+    assert last.id == live[-1] and last.site_code == "NTH"
+    assert [f.data["imaging_date"] for f in last.instances["imaging_followup"]] == ["2024-01-02", "2024-02-03"]
+    assert last.forms["enrolment", 1].data["sex"] == "2"
+
+    def fail(batch: list[SourceRecord]) -> None:
+        raise ValueError("disk full")
+
+    with pytest.raises(ValueError):
+        each_batch(db.session, {nth}, {"enrolment"}, fail)
+    assert gc.isenabled()

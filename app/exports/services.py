@@ -40,7 +40,15 @@ from app.exports.plan import Column, Plan, PlanError, Table
 from app.exports.prepare import Preparer
 from app.exports.profiles import Profile, ProfileError, load_profiles
 from app.exports.pseudonyms import Pseudonymiser, load_key
-from app.exports.source import count_records, instance_counts, iter_batches, iter_first_forms, site_counts
+from app.exports.source import (
+    SourceRecord,
+    count_records,
+    each_batch,
+    first_records,
+    instance_counts,
+    iter_first_forms,
+    site_counts,
+)
 from app.study.definition import Study
 
 PROFILES_EXTENSION = "casebook.export_profiles"
@@ -232,7 +240,7 @@ class ExportJob:
         table = self.plan.main_table()
         rows: list[list[str]] = []
         if not self.refused:
-            batch = next(iter_batches(self.session, self.scope.site_ids, self.instruments, batch_size=limit), [])
+            batch = first_records(self.session, self.scope.site_ids, self.instruments, limit)
             for row in self.plan.block(table, [self.preparer.view(rec) for rec in batch]).rows():
                 rows.append([_shown(c, cell) for c, cell in zip(table.columns, row, strict=True)])
         counts: Counter[str] = Counter()
@@ -259,10 +267,13 @@ class ExportJob:
             bundle = _Bundle(root, work, self.plan, self.missing, created, sites)
             if self.check:
                 self.check.begin_export()
-            for batch in iter_batches(self.session, self.scope.site_ids, self.instruments):
+
+            def add(batch: list[SourceRecord]) -> None:
                 bundle.add([self.preparer.view(rec) for rec in batch])
                 if progress:
                     progress(len(batch))
+
+            each_batch(self.session, self.scope.site_ids, self.instruments, add)
             bundle.finish()
             if self.check:
                 self.check.verify()
