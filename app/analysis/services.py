@@ -12,6 +12,7 @@ read are named in app.analysis.fields.
 from __future__ import annotations
 
 import base64
+import itertools
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from flask import render_template
 from lifelines import KaplanMeierFitter
 from lifelines.utils import median_survival_times
 from matplotlib.figure import Figure
+from sqlalchemy import Row as ResultRow
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
@@ -55,6 +57,7 @@ from app.exports.pseudonyms import Pseudonymiser
 from app.exports.source import DATA_TEXT, MISSING_TEXT, stored_json
 from app.records.fingerprints import Fingerprints, RememberedResults
 from app.records.models import FormInstance, Record
+from app.runtime import collector_paused
 from app.study.definition import Field, Study
 
 # -- who sees what ---------------------------------------------------------------------------------
@@ -127,25 +130,35 @@ def load_case_data(session: Session, study: Study, user: User, audience: Audienc
         found = stored_json(text)
         return {name: found[name] for name in fields if name in found}
 
-    def chunk() -> CaseData:
+    def chunk(first: ResultRow[Any], rest: Iterator[ResultRow[Any]]) -> tuple[CaseData, ResultRow[Any] | None]:
+        """CHUNK_CASES cases from `first` on, and the first row past them (None: no more). Rows
+        come in record order, so a record's forms are together: a chunk ends between records."""
+        cases: dict[int, str] = {}
+        forms: list[tuple[Any, str, int, dict[str, Any], dict[str, str]]] = []
+        after = None
+        for row in itertools.chain((first,), rest):
+            record_id, code, instrument, instance, data, missing = row
+            if record_id not in cases:
+                if len(cases) == CHUNK_CASES:
+                    after = row
+                    break
+                cases[record_id] = site_label(code)
+            if instrument is not None:
+                fields = read[instrument]
+                forms.append((record_id, instrument, instance, kept(data, fields), kept(missing, fields)))
         order = () if audience.sites == "drop" else tuple(sorted(set(cases.values())))
-        return case_data_from_rows(study, cases.items(), forms, order)
+        return case_data_from_rows(study, cases.items(), forms, order), after
 
-    # Rows come in record order, so a record's forms are together: a chunk ends between records.
-    cases: dict[int, str] = {}
-    forms: list[tuple[Any, str, int, dict[str, Any], dict[str, str]]] = []
-    for record_id, code, instrument, instance, data, missing in session.execute(
-            stmt.execution_options(yield_per=STREAM_ROWS)):
-        if record_id not in cases:
-            if len(cases) == CHUNK_CASES:
-                yield chunk()
-                cases, forms = {}, []
-            cases[record_id] = site_label(code)
-        if instrument is not None:
-            fields = read[instrument]
-            forms.append((record_id, instrument, instance, kept(data, fields), kept(missing, fields)))
-    if cases:
-        yield chunk()
+    # Core, not the ORM session: plain column tuples (the ORM's row processing was a fifth of
+    # the page's time at 100,000 records).
+    rows = iter(session.connection().execute(stmt.execution_options(yield_per=STREAM_ROWS)))
+    row = next(rows, None)
+    while row is not None:
+        # A chunk's rows, dicts and tuples are acyclic and gone once it is counted: read and
+        # built with the collector held off, not walked again and again (never across a yield).
+        with collector_paused():
+            data, row = chunk(row, rows)
+        yield data
 
 
 # -- the analysis ------------------------------------------------------------------------------
