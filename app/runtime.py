@@ -1,9 +1,10 @@
 """The garbage collector in a long-running process: settled once the app is loaded, and
-paused while a batch of many acyclic objects is built.
+paused while a batch of many acyclic objects is built and used.
 
 A gunicorn worker calls `settle_loaded_app` after loading (gunicorn.conf.py), and the
-benchmark does the same so that it measures what production runs; the export reads its
-batches inside `collector_paused`.
+benchmark does the same so that it measures what production runs; the export reads and
+writes each batch of records (app.exports.source.each_batch), and the analysis page reads
+each chunk of cases, inside `collector_paused`.
 """
 
 from __future__ import annotations

@@ -75,9 +75,9 @@ def each_batch(
     record-id order, `batch_size` records at a time; the cyclic garbage collector is held off
     from a batch's reading until `handle` has returned and the batch is dropped.
 
-    A batch of 1,000 records is some 20,000 dicts, lists and tuples, and the rows made from it
-    as many again; none is in a cycle, and all die by reference counting when the batch is
-    done. Left to it, the collector would walk them while they are made and once per
+    A batch of 1,000 records is tens of thousands of dicts, lists and tuples, and the rows made
+    from it as many again; none is in a cycle, and all die by reference counting when the
+    batch is done. Left to it, the collector would walk them while they are made and once per
     generation after (full collections too, since little else is in its sight once the
     loaded app is frozen): a tenth of an export's time, for nothing. Anything cyclic that
     `handle` makes waits for the collector's return, one batch later.
