@@ -83,9 +83,10 @@ def write_sav(values_path: Path, codes_path: Path, out: Path, table: Table, sent
     text = [c.name for c in table.columns if not streaming.stored_as_number(c)]
     widths = streaming.text_widths(values_path, text)
     names = _ShortNames()
-    variables = [_Variable(c, widths.get(c.name, 0),
-                           tuple(names.make(c.name) for _ in _segments(widths.get(c.name, 0))))
-                 for c in table.columns]
+    variables = []
+    for c in table.columns:
+        width = widths.get(c.name, 0)
+        variables.append(_Variable(c, width, tuple(names.make(c.name) for _ in _segments(width))))
     missing = (min(sentinels.values()), max(sentinels.values())) if sentinels else None
     with out.open("wb") as file:
         slots = sum(_slots(width) for v in variables for width in v.segments)
@@ -98,7 +99,6 @@ def write_sav(values_path: Path, codes_path: Path, out: Path, table: Table, sent
         _write_extensions(file, variables, measures)
         file.write(pack("<ii", 999, 0))
         _write_cases(file, values_path, codes_path, variables, sentinels)
-
 
 
 class _ShortNames:

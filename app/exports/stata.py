@@ -119,7 +119,6 @@ def write_dta(values_path: Path, codes_path: Path, out: Path, table: Table, tags
         file.write(pack("<14Q", *offsets))
 
 
-
 def _header(variables: int, rows: int, label: str) -> bytes:
     now = datetime.now(UTC)
     stamp = f"{now.day:02} {streaming.MONTHS[now.month - 1]} {now.year} {now.hour:02}:{now.minute:02}".encode()
